@@ -1,0 +1,1 @@
+"""The `ileices` command line, configuration, setup and dashboard. The top layer."""

@@ -1,0 +1,1 @@
+"""Compute kernels: micro-benchmarks, training, aggregation, codecs. The bottom layer."""

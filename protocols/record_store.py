@@ -1,0 +1,290 @@
+"""The replicated state of one mesh: an author-partitioned last-writer-wins map of signed records.
+
+Merge rule: per `(author, kind, key)` the highest `seq` wins. That makes the store a
+join-semilattice (merge is commutative, associative and idempotent), so replicas that
+see the same records in any order, with duplicates, end identical.
+
+The vector clock `{author: seq}` only claims complete prefixes: `clock[a] = s` means
+every record of `a` with seq <= s is held here or superseded by a newer one held here.
+An eagerly pushed record that leaves a gap is stored but not claimed until the gap is
+filled, by the next record in order or by an anti-entropy delta that covers the range.
+
+Two different records with the same `(author, seq)` are an equivocation: both are kept
+as evidence and the one with the smaller signature stays current, a rule every replica
+applies the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from protocols.admission import ADMISSION_ORDER, AdmissionLedger
+from protocols.admission_records import ADMISSION, GENESIS, REVOCATION
+from protocols.hashing import digest
+from protocols.identity import NodeId
+from protocols.identity import verify as ed25519_verify
+from protocols.records import Record, Verifier, verify_record
+from protocols.wire import WireError, WireStruct
+
+DEFAULT_MAX_DELTA_RECORDS = 4096
+
+
+class Outcome(enum.StrEnum):
+    """What `RecordStore.add` did with a record; everything but ACCEPTED is counted."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    EQUIVOCATION = "equivocation"
+    BAD_SIGNATURE = "bad_signature"
+    NOT_ADMITTED = "not_admitted"
+    WRONG_MESH = "wrong_mesh"
+    MALFORMED = "malformed"
+
+
+KNOWN = frozenset({Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.STALE, Outcome.EQUIVOCATION})
+"""Outcomes after which the record's content is reflected in this store."""
+
+
+class AuthorDelta(WireStruct, frozen=True):
+    """All of `author`'s current records with `since < seq <= upto`: brings a peer up to `upto`."""
+
+    author: bytes
+    since: int
+    upto: int
+    records: list[Record]
+
+
+@dataclass
+class MergeResult:
+    """What a batch merge changed: the newly accepted records (to persist and to forward)."""
+
+    accepted: list[Record]
+    outcomes: Counter[Outcome]
+    clock_changes: dict[NodeId, int]
+    purged: list[Record]
+
+
+def _fingerprint(record: Record) -> int:
+    # Signatures are pseudo-random 64-byte strings, so XOR of a 128-bit slice of each is a
+    # cheap, incremental, order-independent set hash for comparing honest replicas.
+    return int.from_bytes(record.signature[:16], "big")
+
+
+class RecordStore:
+    """Holds, merges and summarises the signed records of one mesh. Sans-IO: persistence is the caller's."""
+
+    def __init__(self, mesh_id: bytes, verify: Verifier = ed25519_verify) -> None:
+        self.mesh_id = mesh_id
+        self.ledger = AdmissionLedger(mesh_id)
+        self._verify = verify
+        self._current: dict[tuple[bytes, str, str], Record] = {}
+        self._by_author: dict[NodeId, dict[int, Record]] = {}
+        self._clock: dict[NodeId, int] = {}
+        self._fingerprint = 0
+        self.evidence: list[tuple[Record, Record]] = []
+        self.counters: Counter[Outcome] = Counter()
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._current)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self._current.values())
+
+    def get(self, author: NodeId, kind: str, key: str) -> Record | None:
+        return self._current.get((author, kind, key))
+
+    def of_kind(self, kind: str) -> list[Record]:
+        return [record for record in self._current.values() if record.kind == kind]
+
+    def clock(self) -> dict[NodeId, int]:
+        """The vector clock: per author, the complete prefix of its records held here."""
+        return dict(self._clock)
+
+    def highest_seq(self, author: NodeId) -> int:
+        """The highest seq of `author` held here (may exceed its clock entry while gaps remain)."""
+        seqs = self._by_author.get(author)
+        return max(max(seqs), self._clock.get(author, 0)) if seqs else self._clock.get(author, 0)
+
+    def state_digest(self) -> bytes:
+        """A hash of the current record set: equal on two replicas iff they hold the same records."""
+        return digest(self._fingerprint.to_bytes(16, "big") + len(self._current).to_bytes(8, "big"))
+
+    # ---- merging -------------------------------------------------------------------------
+
+    def add(self, record: Record, *, verified: bool = False) -> Outcome:
+        """Merge one record. `verified=True` skips the signature check for bytes already checked."""
+        return self.merge([record], verified=verified).outcomes.most_common(1)[0][0]
+
+    def merge(self, records: Iterable[Record], *, verified: bool = False) -> MergeResult:
+        """Merge a batch in any order: admission records first, retried until no progress."""
+        result = MergeResult([], Counter(), {}, [])
+        batch = sorted(records, key=lambda r: ADMISSION_ORDER.get(r.kind, 3))
+        while batch:
+            waiting: list[Record] = []
+            for record in batch:
+                outcome = self._add_one(record, verified, result)
+                if outcome is Outcome.NOT_ADMITTED:
+                    waiting.append(record)
+                else:
+                    result.outcomes[outcome] += 1
+            if len(waiting) == len(batch):
+                result.outcomes[Outcome.NOT_ADMITTED] += len(waiting)
+                break
+            batch = waiting
+        for outcome, count in result.outcomes.items():
+            if outcome is not Outcome.ACCEPTED:
+                self.counters[outcome] += count
+        return result
+
+    def _add_one(self, record: Record, verified: bool, result: MergeResult) -> Outcome:
+        if record.mesh != self.mesh_id:
+            return Outcome.WRONG_MESH
+        author, seq = record.author, record.seq
+        if record.kind == GENESIS:
+            if not self.ledger.check_genesis(record):
+                return Outcome.NOT_ADMITTED if self.ledger.genesis is None else Outcome.MALFORMED
+        elif not self.ledger.allows(author, seq):
+            return Outcome.NOT_ADMITTED
+        slot = (author, record.kind, record.key)
+        current = self._current.get(slot)
+        if current is not None and current.seq > seq:
+            if not verified and not verify_record(record, self._verify):
+                return Outcome.BAD_SIGNATURE
+            self._advance_clock(author, seq, result)
+            return Outcome.STALE
+        same_seq = self._by_author.get(author, {}).get(seq)
+        if same_seq is not None and same_seq.signature == record.signature:
+            return Outcome.DUPLICATE
+        if not verified and not verify_record(record, self._verify):
+            return Outcome.BAD_SIGNATURE
+        if same_seq is not None:
+            self.evidence.append((same_seq, record))
+            if same_seq.signature <= record.signature:
+                return Outcome.EQUIVOCATION
+            self._remove(same_seq)
+        try:
+            self._apply_admission_effects(record, result)
+        except WireError:
+            return Outcome.MALFORMED
+        if current is not None and current is not same_seq:
+            self._remove(current)
+        self._current[slot] = record
+        self._by_author.setdefault(author, {})[seq] = record
+        self._fingerprint ^= _fingerprint(record)
+        result.accepted.append(record)
+        self._advance_clock(author, seq, result)
+        return Outcome.ACCEPTED if same_seq is None else Outcome.EQUIVOCATION
+
+    def _apply_admission_effects(self, record: Record, result: MergeResult) -> None:
+        if record.kind == GENESIS:
+            self.ledger.accept_genesis(record)
+        elif record.kind == ADMISSION:
+            self.ledger.accept_admission(record)
+        elif record.kind == REVOCATION and self.ledger.valid_revocation(record):
+            for member, cutoff in self.ledger.accept_revocation(record).items():
+                self._purge_above(member, cutoff, result)
+
+    def _remove(self, record: Record) -> None:
+        slot = record.slot
+        if self._current.get(slot) is record:
+            del self._current[slot]
+        seqs = self._by_author.get(record.author)
+        if seqs is not None and seqs.get(record.seq) is record:
+            del seqs[record.seq]
+        self._fingerprint ^= _fingerprint(record)
+
+    def _purge_above(self, author: NodeId, cutoff: int, result: MergeResult) -> None:
+        for seq, record in list(self._by_author.get(author, {}).items()):
+            if seq > cutoff:
+                self._remove(record)
+                result.purged.append(record)
+        if self._clock.get(author, 0) > cutoff:
+            self._set_clock(author, cutoff, result)
+
+    def _set_clock(self, author: NodeId, seq: int, result: MergeResult) -> None:
+        if seq:
+            self._clock[author] = seq
+        else:
+            self._clock.pop(author, None)
+        result.clock_changes[author] = seq
+
+    def _advance_clock(self, author: NodeId, seq: int, result: MergeResult) -> None:
+        """A record right after the claimed prefix extends it, and so may held records after it."""
+        if seq == self._clock.get(author, 0) + 1:
+            self._set_clock(author, seq, result)
+            self._extend_clock(author, result)
+
+    def _extend_clock(self, author: NodeId, result: MergeResult) -> None:
+        claimed = self._clock.get(author, 0)
+        held = self._by_author.get(author, {})
+        extended = claimed
+        while extended + 1 in held:
+            extended += 1
+        if extended != claimed:
+            self._set_clock(author, extended, result)
+
+    # ---- anti-entropy --------------------------------------------------------------------
+
+    def delta_for(
+        self, peer_clock: Mapping[NodeId, int], max_records: int = DEFAULT_MAX_DELTA_RECORDS
+    ) -> list[AuthorDelta]:
+        """The records a peer with `peer_clock` lacks, with the claims it may adopt once merged.
+
+        Records held past this store's own claim (after a gap) ride along unclaimed, so a
+        replica that cannot yet claim them still helps its peers fill their gaps.
+        Truncation keeps claims honest: an author's entry keeps its lowest seqs, and `upto`
+        then claims only as far as what was sent.
+        """
+        entries: list[AuthorDelta] = []
+        budget = max_records
+        for author, held in self._by_author.items():
+            if budget <= 0:
+                break
+            theirs = peer_clock.get(author, 0)
+            mine = self._clock.get(author, 0)
+            seqs = sorted(seq for seq in held if seq > theirs)
+            if not seqs:
+                continue
+            upto = max(mine, theirs)
+            if len(seqs) > budget:
+                seqs = seqs[:budget]
+                upto = min(upto, seqs[-1])
+            budget -= len(seqs)
+            entries.append(AuthorDelta(author, theirs, upto, [held[seq] for seq in seqs]))
+        return entries
+
+    def apply_delta(self, entries: Iterable[AuthorDelta], *, verified: bool = False) -> MergeResult:
+        """Merge a peer's delta and adopt its clock claims for every entry merged in full."""
+        entries = list(entries)
+        result = self.merge(
+            (record for entry in entries for record in entry.records if record.author == entry.author),
+            verified=verified,
+        )
+        for entry in entries:
+            claimed = self._clock.get(entry.author, 0)
+            if entry.since > claimed or entry.upto <= claimed:
+                continue
+            if not self.ledger.allows(entry.author, entry.upto):
+                continue
+            complete = all(
+                self._holds_or_supersedes(record)
+                for record in entry.records
+                if record.author == entry.author and entry.since < record.seq <= entry.upto
+            )
+            if complete:
+                self._set_clock(entry.author, entry.upto, result)
+                self._extend_clock(entry.author, result)
+        return result
+
+    def _holds_or_supersedes(self, record: Record) -> bool:
+        current = self._current.get(record.slot)
+        if current is not None and (current.seq > record.seq or current.signature == record.signature):
+            return True
+        # An equivocation this store resolved the other way still counts as seen.
+        return record.seq in self._by_author.get(record.author, {})

@@ -1,0 +1,88 @@
+"""The canonical, versioned, size-capped wire encoding (msgspec MessagePack).
+
+Every message and record crosses the wire through `encode` / `decode`. Decoding raises
+exactly one error type, `WireError`, for garbage, oversized, wrong-typed or
+wrong-version input, so callers can drop-and-count with a single `except` clause.
+
+Canonical: structs are encoded as MessagePack arrays in field order and msgspec always
+chooses the shortest integer encoding, so equal values always encode to equal bytes;
+signatures are computed over these bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+WIRE_VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+T = TypeVar("T")
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class WireError(ValueError):
+    """Input that is not a valid message of the expected type and version."""
+
+
+class WireStruct(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """Base of every wire schema: immutable, encoded as an array (compact and canonical).
+
+    Subclasses repeat `frozen=True` (`class Ping(WireStruct, frozen=True): ...`): mypy's
+    dataclass-transform support does not inherit it and reports a frozen/non-frozen mix.
+    """
+
+
+def encode(value: Any) -> bytes:
+    """Encode a wire struct (or plain msgpack-able value) to canonical bytes."""
+    data = _encoder.encode(value)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
+    return data
+
+
+_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def decode(data: bytes | bytearray | memoryview, type_: type[T], *, max_bytes: int = MAX_MESSAGE_BYTES) -> T:
+    """Decode `data` as `type_`, raising `WireError` for anything that is not exactly that."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise WireError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise WireError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte cap")
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = msgspec.msgpack.Decoder(type_)
+        _decoders[type_] = decoder
+    try:
+        return decoder.decode(data)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise WireError(f"malformed {getattr(type_, '__name__', type_)}: {exc}") from None
+    except (RecursionError, MemoryError, ValueError, TypeError) as exc:
+        raise WireError(f"malformed {getattr(type_, '__name__', type_)}: {exc}") from None
+
+
+class Envelope(WireStruct, frozen=True):
+    """A versioned frame: which protocol message follows, encoded separately.
+
+    Keeping the body as opaque bytes lets a node refuse an unknown version before
+    parsing anything it does not understand.
+    """
+
+    version: int
+    body: bytes
+
+
+def seal(value: Any) -> bytes:
+    """Wrap an encoded message in a versioned envelope."""
+    return encode(Envelope(WIRE_VERSION, encode(value)))
+
+
+def open_sealed(data: bytes, type_: type[T]) -> T:
+    """Unwrap a versioned envelope and decode its body, refusing other versions."""
+    envelope = decode(data, Envelope)
+    if envelope.version != WIRE_VERSION:
+        raise WireError(f"unsupported wire version {envelope.version} (this node speaks {WIRE_VERSION})")
+    return decode(envelope.body, type_)

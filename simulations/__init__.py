@@ -1,0 +1,4 @@
+"""Discrete-event simulation of many nodes running the real protocol cores.
+
+Imports only downward: `mesh`, `actors`, `protocols`, `kernels`.
+"""

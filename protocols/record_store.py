@@ -85,6 +85,7 @@ class RecordStore:
         self._by_author: dict[NodeId, dict[int, Record]] = {}
         self._clock: dict[NodeId, int] = {}
         self._fingerprint = 0
+        self._clock_total = 0
         self.evidence: list[tuple[Record, Record]] = []
         self.counters: Counter[Outcome] = Counter()
 
@@ -105,6 +106,10 @@ class RecordStore:
     def clock(self) -> dict[NodeId, int]:
         """The vector clock: per author, the complete prefix of its records held here."""
         return dict(self._clock)
+
+    def clock_total(self) -> int:
+        """Sum of the clock's claims: two replicas with equal records can still differ here."""
+        return self._clock_total
 
     def highest_seq(self, author: NodeId) -> int:
         """The highest seq of `author` held here (may exceed its clock entry while gaps remain)."""
@@ -208,6 +213,7 @@ class RecordStore:
             self._set_clock(author, cutoff, result)
 
     def _set_clock(self, author: NodeId, seq: int, result: MergeResult) -> None:
+        self._clock_total += seq - self._clock.get(author, 0)
         if seq:
             self._clock[author] = seq
         else:

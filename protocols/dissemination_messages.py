@@ -1,0 +1,46 @@
+"""Wire schemas of record dissemination: eager pushes and push-pull anti-entropy."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from protocols.record_store import AuthorDelta
+from protocols.records import Record
+from protocols.wire import WireStruct
+
+Digest32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+
+
+class Push(WireStruct, frozen=True, tag="push"):
+    """New records, forwarded once by each node that accepts them first."""
+
+    records: list[Record]
+
+
+class SyncHello(WireStruct, frozen=True, tag="sync-hello"):
+    """Opens anti-entropy with a summary of the sender's state: equal summaries end it cheaply.
+
+    `clock_total` catches replicas with equal records but unequal clock claims (records
+    that arrived by push past a gap), which would otherwise never get claimed.
+    """
+
+    state: Digest32
+    clock_total: int
+
+
+class SyncRequest(WireStruct, frozen=True, tag="sync-request"):
+    """The states differ: here is my clock; send me what I lack, and yours so I can do the same."""
+
+    clock: dict[bytes, int]
+
+
+class SyncDelta(WireStruct, frozen=True, tag="sync-delta"):
+    """What the peer lacks; `clock` is set when the sender wants a delta back."""
+
+    entries: list[AuthorDelta]
+    clock: dict[bytes, int] | None = None
+
+
+DisseminationMessage = Push | SyncHello | SyncRequest | SyncDelta

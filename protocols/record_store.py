@@ -120,6 +120,18 @@ class RecordStore:
         """A hash of the current record set: equal on two replicas iff they hold the same records."""
         return digest(self._fingerprint.to_bytes(16, "big") + len(self._current).to_bytes(8, "big"))
 
+    def restore(self, records: Iterable[Record], clock: Mapping[NodeId, int]) -> MergeResult:
+        """Reload what this node persisted itself: records checked when first accepted, and claims.
+
+        Signatures are not checked again (the database passed SQLite's integrity check and
+        holds only records this store accepted); admission rules still apply.
+        """
+        result = self.merge(records, verified=True)
+        for author, seq in clock.items():
+            if seq > self._clock.get(author, 0) and self.ledger.allows(author, seq):
+                self._set_clock(author, seq, result)
+        return result
+
     # ---- merging -------------------------------------------------------------------------
 
     def add(self, record: Record, *, verified: bool = False) -> Outcome:
@@ -173,6 +185,7 @@ class RecordStore:
             if same_seq.signature <= record.signature:
                 return Outcome.EQUIVOCATION
             self._remove(same_seq)
+            result.purged.append(same_seq)
         try:
             self._apply_admission_effects(record, result)
         except WireError:

@@ -1,0 +1,101 @@
+"""The layout of a node's data directory, and founding a new mesh in one.
+
+One directory holds everything a node is: its key, its database and its logs. Keeping
+the layout in one place means `init`, `join`, `up` and `status` can never disagree
+about where things live.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mesh.keyfile import create_key_file, load_key_file
+from mesh.record_database import RecordDatabase
+from protocols.admission_records import genesis_body, make_genesis
+from protocols.identity import NodeIdentity
+from protocols.record_store import RecordStore
+
+KEY_FILE = "node.key"
+DATABASE_FILE = "records.sqlite3"
+LOG_DIR = "logs"
+
+
+class DataDirError(Exception):
+    """The data directory is missing, already initialised, or not usable."""
+
+
+@dataclass(frozen=True)
+class DataDir:
+    path: Path
+
+    @property
+    def key_file(self) -> Path:
+        return self.path / KEY_FILE
+
+    @property
+    def database_file(self) -> Path:
+        return self.path / DATABASE_FILE
+
+    @property
+    def log_dir(self) -> Path:
+        return self.path / LOG_DIR
+
+    def is_initialised(self) -> bool:
+        return self.key_file.exists() or self.database_file.exists()
+
+    def identity(self) -> NodeIdentity:
+        return load_key_file(self.key_file)
+
+    def open_database(self) -> RecordDatabase:
+        if not self.database_file.exists():
+            raise DataDirError(f"{self.path} holds no node database; run `ileices init` first")
+        return RecordDatabase(self.database_file)
+
+    def mesh_id(self, database: RecordDatabase) -> bytes:
+        value = database.get_meta("mesh_id")
+        if value is None:
+            raise DataDirError(f"{self.database_file} names no mesh; was `init` interrupted?")
+        return value
+
+    def load_store(self, database: RecordDatabase) -> RecordStore:
+        """The node's record store as it was when it last acknowledged anything."""
+        store = RecordStore(self.mesh_id(database))
+        records, clock = database.load()
+        store.restore(records, clock)
+        return store
+
+
+@dataclass(frozen=True)
+class FoundedMesh:
+    node_id: bytes
+    mesh_id: bytes
+    name: str
+
+
+def found_mesh(path: Path, name: str = "my mesh") -> FoundedMesh:
+    """Create an identity and a new mesh (its genesis record) in an empty data directory.
+
+    Refuses, changing nothing, when the directory already holds a node.
+    """
+    data_dir = DataDir(path)
+    if data_dir.is_initialised():
+        raise DataDirError(
+            f"{path} already holds a node ({KEY_FILE} or {DATABASE_FILE} exists); "
+            "refusing to overwrite it. Use another --data-dir."
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    identity = NodeIdentity.generate()
+    genesis = make_genesis(identity, name, time.time(), os.urandom(16))
+    database = RecordDatabase(data_dir.database_file)
+    try:
+        database.set_meta("mesh_id", genesis.mesh)
+        store = RecordStore(genesis.mesh)
+        database.save(store.merge([genesis]))
+    finally:
+        database.close()
+    create_key_file(data_dir.key_file, identity)
+    return FoundedMesh(identity.node_id, genesis.mesh, genesis_body(genesis).name)

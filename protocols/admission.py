@@ -75,14 +75,28 @@ class AdmissionLedger:
         self._recompute()
 
     def accept_admission(self, record: Record) -> list[NodeId]:
-        """Take in an admission already known to be by an admitted author; return newly admitted."""
+        """Take in an admission already known to be by an admitted author; return newly admitted.
+
+        Adding an admission only adds reachability, so a search from the new member alone
+        gives the same result as recomputing from the founder, in time proportional to
+        what it newly admits.
+        """
         member = admission_body(record).member
         self._admissions_by_author.setdefault(record.author, []).append((record.seq, member))
-        if member in self._cutoff:
+        if member in self._cutoff or not self.allows(record.author, record.seq):
             return []
-        before = set(self._cutoff)
-        self._recompute()
-        return [node for node in self._cutoff if node not in before]
+        self._cutoff[member] = self._revocations.get(member, UNLIMITED)
+        admitted = [member]
+        queue = deque([member])
+        while queue:
+            author = queue.popleft()
+            limit = self._cutoff[author]
+            for seq, next_member in self._admissions_by_author.get(author, ()):
+                if seq <= limit and next_member not in self._cutoff:
+                    self._cutoff[next_member] = self._revocations.get(next_member, UNLIMITED)
+                    admitted.append(next_member)
+                    queue.append(next_member)
+        return admitted
 
     def valid_revocation(self, record: Record) -> bool:
         """Only the founder may revoke in this version (the hub takes over with elections)."""
@@ -114,7 +128,17 @@ class AdmissionLedger:
                 if seq <= limit and member not in cutoff:
                     cutoff[member] = self._revocations.get(member, UNLIMITED)
                     queue.append(member)
-        self._cutoff = cutoff
+        self._replace_cutoffs(cutoff)
+
+    def _replace_cutoffs(self, cutoff: dict[NodeId, int]) -> None:
+        # Mutated in place, never rebound: the record store holds a reference for its hot path.
+        self._cutoff.clear()
+        self._cutoff.update(cutoff)
+
+    @property
+    def cutoffs(self) -> dict[NodeId, int]:
+        """member -> highest seq of theirs that counts; read-only for callers."""
+        return self._cutoff
 
 
 def is_admission_kind(kind: str) -> bool:

@@ -1,0 +1,141 @@
+"""Invite tokens: a signed, copy-pasteable ticket into a mesh that survives typing mistakes.
+
+A token carries the mesh id, the inviter, an invite id, expiry, allowed uses, and the
+inviter's bootstrap addresses, signed by the inviter. It is written as `ileices1` plus
+lowercase base32 of the payload followed by Reed-Solomon parity, so a few mistyped or
+mangled characters are corrected, and anything worse is detected by a BLAKE2b checksum
+and reported as such rather than sent to a peer.
+
+What "uses" guarantees: only the inviter itself signs admissions for its own invites
+(`mesh` routes a join to the inviter), one at a time, persisting each admission before
+answering, and counts the admissions carrying the invite id in its record store. So at
+most `uses` nodes are ever admitted with one token. When the inviter is away, the join
+is refused ("inviter unreachable") rather than admitted by another member, which is
+what keeps the count exact; the elected hub may take admissions over later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from typing import Annotated
+
+import msgspec
+import reedsolo
+
+from protocols.hashing import digest
+from protocols.identity import NodeIdentity
+from protocols.identity import verify as ed25519_verify
+from protocols.records import Key32, Signature
+from protocols.wire import WireError, WireStruct, decode, encode
+
+TOKEN_PREFIX = "ileices1"
+PARITY_BYTES = 16  # corrects up to 8 damaged bytes per 255-byte block
+CHECKSUM_BYTES = 4
+SIGNING_DOMAIN = "ileices/invite/v1"
+MAX_ADDRESSES = 8
+
+_codec = reedsolo.RSCodec(PARITY_BYTES)
+
+
+class InviteProblem(enum.StrEnum):
+    NOT_A_TOKEN = "not a token"
+    DAMAGED = "damaged"
+    TAMPERED = "tampered"
+    EXPIRED = "expired"
+    WRONG_MESH = "wrong mesh"
+    USED_UP = "used up"
+    INVITER_NOT_MEMBER = "inviter not a member"
+
+
+class InviteError(ValueError):
+    """Why a token cannot be used, in one line a user can act on."""
+
+    def __init__(self, problem: InviteProblem, detail: str) -> None:
+        super().__init__(f"invite token {problem.value}: {detail}")
+        self.problem = problem
+
+
+Address = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class InviteBody(WireStruct, frozen=True):
+    mesh: Key32
+    inviter: Key32
+    invite_id: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+    expires_at: float
+    uses: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    addresses: Annotated[list[Address], msgspec.Meta(max_length=MAX_ADDRESSES)]
+
+
+class Invite(WireStruct, frozen=True):
+    body: InviteBody
+    signature: Signature
+
+    def signed_bytes(self) -> bytes:
+        return _signed_bytes(self.body)
+
+
+def _signed_bytes(body: InviteBody) -> bytes:
+    return encode((SIGNING_DOMAIN, body))
+
+
+def create_invite(
+    inviter: NodeIdentity,
+    mesh: bytes,
+    invite_id: bytes,
+    expires_at: float,
+    uses: int,
+    addresses: list[str],
+) -> Invite:
+    body = InviteBody(mesh, inviter.node_id, invite_id, expires_at, uses, addresses[:MAX_ADDRESSES])
+    return Invite(body, inviter.sign(_signed_bytes(body)))
+
+
+def encode_token(invite: Invite) -> str:
+    payload = encode(invite)
+    checked = payload + digest(payload)[:CHECKSUM_BYTES]
+    protected = bytes(_codec.encode(checked))
+    return TOKEN_PREFIX + base64.b32encode(protected).decode("ascii").rstrip("=").lower()
+
+
+def decode_token(text: str) -> Invite:
+    """Parse a token, repairing small typing damage; raises `InviteError` saying what is wrong."""
+    cleaned = "".join(text.split()).lower()
+    if not cleaned.startswith(TOKEN_PREFIX) or len(cleaned) < len(TOKEN_PREFIX) + 16:
+        raise InviteError(InviteProblem.NOT_A_TOKEN, f"expected text starting with {TOKEN_PREFIX!r}")
+    body = cleaned[len(TOKEN_PREFIX) :].upper()
+    try:
+        raw = base64.b32decode(body + "=" * (-len(body) % 8))
+    except (binascii.Error, ValueError):
+        raise InviteError(InviteProblem.NOT_A_TOKEN, "contains characters outside base32") from None
+    try:
+        checked = bytes(_codec.decode(raw)[0])
+    except reedsolo.ReedSolomonError:
+        raise InviteError(InviteProblem.DAMAGED, "too many characters are wrong to repair it") from None
+    payload, checksum = checked[:-CHECKSUM_BYTES], checked[-CHECKSUM_BYTES:]
+    if digest(payload)[:CHECKSUM_BYTES] != checksum:
+        raise InviteError(InviteProblem.DAMAGED, "checksum mismatch; copy the token again")
+    try:
+        return decode(payload, Invite)
+    except WireError as exc:
+        raise InviteError(InviteProblem.NOT_A_TOKEN, str(exc)) from None
+
+
+def check_invite(invite: Invite, *, mesh: bytes | None, now: float) -> None:
+    """Checks a token holder can make without the mesh's records: signature, expiry, mesh."""
+    if not ed25519_verify(invite.body.inviter, invite.signed_bytes(), invite.signature):
+        raise InviteError(InviteProblem.TAMPERED, "its signature does not match its contents")
+    if mesh is not None and invite.body.mesh != mesh:
+        raise InviteError(
+            InviteProblem.WRONG_MESH,
+            f"it is for mesh {invite.body.mesh.hex()[:16]}, this node is in {mesh.hex()[:16]}",
+        )
+    if now >= invite.body.expires_at:
+        raise InviteError(InviteProblem.EXPIRED, f"it expired {now - invite.body.expires_at:.0f}s ago")
+
+
+def check_uses(invite: Invite, used: int) -> None:
+    if used >= invite.body.uses:
+        raise InviteError(InviteProblem.USED_UP, f"all {invite.body.uses} use(s) have been taken")

@@ -190,6 +190,17 @@ class Actor(Generic[M, R]):
     async def on_stop(self) -> None:
         """Runs after the last message on a normal stop and after a crash in `handle`."""
 
+    def wake_at(self) -> float | None:
+        """When (in `trio.current_time()` terms) `on_timeout` should run if no message comes.
+
+        Like a gen_server timeout: an actor wrapping a protocol core returns the core's next
+        deadline here, so timers live inside the actor's own loop instead of a stray task.
+        """
+        return None
+
+    async def on_timeout(self) -> None:
+        """Runs when `wake_at` passes with no message; a failure here is a crash."""
+
     @property
     def ref(self) -> ActorRef[M, R]:
         if self._ref is None:
@@ -207,8 +218,17 @@ async def _serve(actor: Actor[Any, Any], mailbox: Mailbox[_Envelope]) -> None:
     handle = actor.handle
     receive = mailbox.receive
     while not actor._stop_requested:
+        wake_at = actor.wake_at()
         try:
-            message, slot = await receive()
+            if wake_at is None:
+                message, slot = await receive()
+            else:
+                with trio.move_on_at(wake_at):
+                    message, slot = await receive()
+                    wake_at = None
+                if wake_at is not None:
+                    await actor.on_timeout()
+                    continue
         except MailboxClosed:
             return
         if slot is None:

@@ -10,6 +10,7 @@ import typer
 
 from bootstrap.bench_command import run_bench
 from bootstrap.demo_command import run_demo
+from bootstrap.node_commands import invite, join, revoke, status, up
 from bootstrap.simulate_command import simulate
 from mesh.data_dir import DataDirError, found_mesh
 from mesh.keyfile import KeyFileError
@@ -85,6 +86,11 @@ def demo(
 
 
 app.command(name="simulate")(simulate)
+app.command()(up)
+app.command()(join)
+app.command()(invite)
+app.command()(status)
+app.command()(revoke)
 
 
 def main() -> None:

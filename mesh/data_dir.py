@@ -99,3 +99,33 @@ def found_mesh(path: Path, name: str = "my mesh") -> FoundedMesh:
         database.close()
     create_key_file(data_dir.key_file, identity)
     return FoundedMesh(identity.node_id, genesis.mesh, genesis_body(genesis).name)
+
+
+def prepare_joiner(path: Path, mesh_id: bytes) -> NodeIdentity:
+    """Make `path` ready to join mesh `mesh_id`: a new identity and an empty database.
+
+    A directory that already holds a node keeps its identity, if it belongs to the same mesh.
+    """
+    data_dir = DataDir(path)
+    if data_dir.is_initialised():
+        database = data_dir.open_database()
+        try:
+            existing = data_dir.mesh_id(database)
+        finally:
+            database.close()
+        if existing != mesh_id:
+            raise DataDirError(
+                f"{path} holds a node of mesh {existing.hex()[:16]}, not {mesh_id.hex()[:16]}; "
+                "use another --data-dir to join a different mesh"
+            )
+        return data_dir.identity()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    identity = NodeIdentity.generate()
+    database = RecordDatabase(data_dir.database_file)
+    try:
+        database.set_meta("mesh_id", mesh_id)
+    finally:
+        database.close()
+    create_key_file(data_dir.key_file, identity)
+    return identity

@@ -40,7 +40,8 @@ class DisseminationCore:
     anti-entropy round), then whenever `next_deadline()` passes.
 
     Events: `accepted` (a record entered the store: `{"record", "via", "sender"}`) for the
-    driver to persist and observe, and `purged` when a revocation removed records.
+    driver to persist and observe, `purged` when a revocation removed records, and `clock`
+(`{"changes": {author: seq}}`) when the store's clock claims moved, to persist them too.
     """
 
     def __init__(
@@ -145,5 +146,7 @@ class DisseminationCore:
             self._effects.append(Event("accepted", {"record": record, "via": via, "sender": sender}))
         if result.purged:
             self._effects.append(Event("purged", {"records": result.purged}))
+        if result.clock_changes:
+            self._effects.append(Event("clock", {"changes": result.clock_changes}))
         for outcome, count in result.outcomes.items():
             self.counters[f"records_{outcome.value}"] += count

@@ -422,3 +422,33 @@ def test_ref_of_unstarted_actor() -> None:
     with pytest.raises(ActorNotRunning):
         _ = Echo().ref
     Echo().stop()  # harmless before start
+
+
+
+def test_wake_at_runs_on_timeout_between_messages() -> None:
+    """An actor's timer fires when no message arrives, and messages still get through."""
+
+    class Ticker(Actor[str, int]):
+        def __init__(self) -> None:
+            self.ticks = 0
+            self.next = 0.01
+
+        def wake_at(self) -> float | None:
+            return self.next
+
+        async def on_timeout(self) -> None:
+            self.ticks += 1
+            self.next = trio.current_time() + 0.01
+
+        async def handle(self, message: str) -> int:
+            return self.ticks
+
+    async def test() -> None:
+        async with trio.open_nursery() as nursery:
+            ticker = Ticker()
+            ref = await spawn(nursery, ticker)
+            await trio.sleep(0.105)
+            assert await ref.call("ticks?", timeout=1.0) == 10
+            ticker.stop()
+
+    run(test)

@@ -1,0 +1,104 @@
+"""The running node's local control endpoint: a Unix socket in its data directory.
+
+`ileices status`, `invite` and `revoke` talk to the node they are pointed at through
+this socket; only the directory's owner can reach it (the directory is 0700), so no
+further authentication is needed. One JSON request line, one JSON reply line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from mesh.node import Node, NodeError
+
+if TYPE_CHECKING:
+    from trio._core._run import TaskStatus
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "control.sock"
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class ControlError(Exception):
+    """The control endpoint cannot be set up (another node runs on this data directory)."""
+
+
+def socket_path(data_dir: Path) -> Path:
+    return data_dir / SOCKET_NAME
+
+
+def _claim_socket(path: Path) -> None:
+    """Remove a stale socket left by a killed node; refuse if a live node answers on it."""
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+        return
+    finally:
+        probe.close()
+    raise ControlError(f"a node is already running on {path.parent} (its control socket answers)")
+
+
+async def serve_control(node: Node, *, task_status: TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    path = socket_path(node.data_dir.path)
+    _claim_socket(path)
+    listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await listener.bind(str(path))
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                connection, _ = await listener.accept()
+                nursery.start_soon(_serve_one, node, trio.SocketStream(connection))
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
+async def _serve_one(node: Node, stream: trio.SocketStream) -> None:
+    async with stream:
+        data = b""
+        with trio.move_on_after(10):
+            while not data.endswith(b"\n") and len(data) < MAX_REQUEST_BYTES:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                data += chunk
+        try:
+            request = json.loads(data)
+            reply = await _dispatch(node, request)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, NodeError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # an operator command must never take the node down
+            log.exception("control request failed")
+            reply = {"ok": False, "error": f"internal error: {exc}"}
+        await stream.send_all(json.dumps(reply).encode() + b"\n")
+
+
+async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
+    op = request["op"]
+    if op == "status":
+        return {"ok": True, "status": await node.status()}
+    if op == "invite":
+        token = node.make_invite(float(request["ttl_s"]), int(request["uses"]))
+        return {"ok": True, "token": token}
+    if op == "revoke":
+        record = await node.revoke(bytes.fromhex(request["node"]), str(request.get("reason", "")))
+        return {"ok": True, "seq": record.seq}
+    if op == "stop":
+        node.stop()
+        return {"ok": True}
+    raise ValueError(f"unknown operation {op!r}")

@@ -1,0 +1,26 @@
+"""Wire schemas of the join protocol: the only one a not-yet-admitted peer may speak."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from protocols.invite import Invite
+from protocols.records import Record
+from protocols.wire import WireStruct
+
+
+class JoinRequest(WireStruct, frozen=True):
+    """A token holder asks the inviter to admit it, saying where it can be reached."""
+
+    invite: Invite
+    addresses: Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(max_length=16)]
+
+
+class JoinReply(WireStruct, frozen=True):
+    """Admitted (with the records it needs to start: genesis, admissions, manifests), or why not."""
+
+    admitted: bool
+    problem: str = ""
+    records: list[Record] = msgspec.field(default_factory=list)

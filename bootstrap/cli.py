@@ -10,8 +10,9 @@ import typer
 
 from bootstrap.bench_command import run_bench
 from bootstrap.demo_command import run_demo
-from bootstrap.node_commands import invite, join, revoke, status, up
+from bootstrap.node_commands import invite, join, note, revoke, status, up
 from bootstrap.simulate_command import simulate
+from bootstrap.volunteer_commands import pause, resume, run, stop_all, volunteer
 from mesh.data_dir import DataDirError, found_mesh
 from mesh.keyfile import KeyFileError
 from mesh.record_database import DatabaseError
@@ -91,6 +92,12 @@ app.command()(join)
 app.command()(invite)
 app.command()(status)
 app.command()(revoke)
+app.command()(note)
+app.command()(volunteer)
+app.command()(pause)
+app.command()(resume)
+app.command(name="stop-all")(stop_all)
+app.command()(run)
 
 
 def main() -> None:

@@ -215,7 +215,7 @@ class TaskRunner:
                     with contextlib.suppress(OSError):
                         os.sched_setaffinity(process.pid, cores)
             self._apply_cgroup_limits()
-            self._next_hours_check = 0.0
+            self._check_hours(time.monotonic(), force=True)  # pause/resume act now, not next tick
         self._wake.set()
 
     def pause(self, reason: str = "user", message: str | None = None) -> None:

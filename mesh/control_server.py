@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from actors.hardware_daemon import RunTask, SetLimits
+from kernels.volunteer_limits import LimitsError, VolunteerLimits
+from mesh.control_socket import MAX_REQUEST_BYTES, SOCKET_NAME, socket_path
 from mesh.node import Node, NodeError
 
 if TYPE_CHECKING:
@@ -23,16 +26,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "control.sock"
-MAX_REQUEST_BYTES = 64 * 1024
+__all__ = ["SOCKET_NAME", "ControlError", "serve_control", "socket_path"]
 
 
 class ControlError(Exception):
     """The control endpoint cannot be set up (another node runs on this data directory)."""
-
-
-def socket_path(data_dir: Path) -> Path:
-    return data_dir / SOCKET_NAME
 
 
 def _claim_socket(path: Path) -> None:
@@ -80,7 +78,7 @@ async def _serve_one(node: Node, stream: trio.SocketStream) -> None:
         try:
             request = json.loads(data)
             reply = await _dispatch(node, request)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, NodeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, LimitsError, NodeError) as exc:
             reply = {"ok": False, "error": str(exc)}
         except Exception as exc:  # an operator command must never take the node down
             log.exception("control request failed")
@@ -98,6 +96,20 @@ async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     if op == "revoke":
         record = await node.revoke(bytes.fromhex(request["node"]), str(request.get("reason", "")))
         return {"ok": True, "seq": record.seq}
+    if op in ("pause", "resume", "stop_all"):
+        return {"ok": True, "volunteer": await node.hardware(op)}
+    if op == "set_limits":
+        limits = VolunteerLimits.from_dict(request["limits"])
+        return {"ok": True, "volunteer": await node.hardware(SetLimits(limits))}
+    if op == "run_task":
+        argv = [str(part) for part in request["argv"]]
+        return {"ok": True, "task": await node.hardware(RunTask(argv, str(request.get("name", "task"))))}
+    if op == "note":
+        record = await node.publish_note(str(request["key"]), str(request["value"]))
+        return {"ok": True, "seq": record.seq, "author": record.author.hex()}
+    if op == "lookup":
+        found = node.lookup(bytes.fromhex(request["author"]), str(request["kind"]), str(request["key"]))
+        return {"ok": True, "record": found}
     if op == "stop":
         node.stop()
         return {"ok": True}

@@ -15,11 +15,13 @@ import logging
 import os
 import random
 import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from actors.hardware_daemon import HardwareDaemon, HardwareDaemonConfig
 from actors.protocol_actor import Command, Inbound, ProtocolActor
 from actors.supervisor import ChildSpec, Strategy, Supervisor
 from mesh.data_dir import DataDir
@@ -27,7 +29,14 @@ from mesh.libp2p_transport import Libp2pTransport
 from mesh.peer_sender import PeerSender
 from mesh.record_database import RecordDatabase
 from mesh.transport import JOIN_PROTOCOL, Transport, TransportError
-from protocols.admission_records import ADMISSION, REVOCATION, admission_body, make_admission, make_revocation
+from protocols.admission_records import (
+    ADMISSION,
+    ADMISSION_KINDS,
+    REVOCATION,
+    admission_body,
+    make_admission,
+    make_revocation,
+)
 from protocols.dissemination import DisseminationConfig, DisseminationCore
 from protocols.dissemination_messages import DisseminationMessage
 from protocols.effects import Event
@@ -39,7 +48,7 @@ from protocols.membership import MembershipCore, MemberState
 from protocols.membership_config import MembershipConfig
 from protocols.membership_messages import MembershipMessage
 from protocols.record_store import RecordStore
-from protocols.records import Record
+from protocols.records import MAX_KEY_CHARS, Record, sign_record
 from protocols.wire import WireError, decode, encode
 
 if TYPE_CHECKING:
@@ -51,6 +60,15 @@ MEMBERSHIP_PROTOCOL = "/ileices/membership/1"
 RECORDS_PROTOCOL = "/ileices/records/1"
 SOFTWARE_VERSION = "0.1.0"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
+NOTE = "note"
+"""Record kind of an operator's note: a small signed key/value any member may publish."""
+MAX_NOTE_BYTES = 4096
+ACCEPTANCE_LOG_SIZE = 4096
+"""How many recent (author, kind, key) acceptance times `lookup` remembers."""
+JOIN_STARTER_KINDS = ADMISSION_KINDS | {MANIFEST}
+"""What a join reply carries: the admission chain (so the joiner can check it is admitted
+and verify everyone else) and manifests (addresses). The rest comes by anti-entropy in
+bounded deltas, so a join reply stays small however much state the mesh holds."""
 
 
 class NodeError(Exception):
@@ -62,6 +80,7 @@ class NodeConfig:
     listen: list[str] = field(default_factory=lambda: [DEFAULT_LISTEN])
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     dissemination: DisseminationConfig = field(default_factory=DisseminationConfig)
+    hardware: HardwareDaemonConfig = field(default_factory=HardwareDaemonConfig)
     call_timeout: float = 10.0
     leave_grace: float = 1.0
 
@@ -79,6 +98,10 @@ class Node:
         self._db_lock = trio.Lock()
         self._stop = trio.Event()
         self.finished = trio.Event()
+        self._manifest_details: dict[str, Any] = {}
+        self._accepted_at: OrderedDict[tuple[bytes, str, str], tuple[int, float]] = OrderedDict()
+        self.counters: Counter[str] = Counter()
+        """Inbound input this node dropped (malformed, mailbox full), shown by `status`."""
         self.started_at = time.time()
 
     # ---- what other parts of the node read ------------------------------------------------
@@ -128,6 +151,7 @@ class Node:
                         [
                             ChildSpec("dissemination", self._dissemination_actor),
                             ChildSpec("membership", self._membership_actor),
+                            ChildSpec("hardware", self._hardware_daemon),
                         ],
                         strategy=Strategy.ONE_FOR_ONE,
                         intensity=5,
@@ -141,8 +165,10 @@ class Node:
                     transport.set_handler(JOIN_PROTOCOL, self._serve_join)
                     if join is not None:
                         await self._join(join)
-                    await self._publish_manifest()
+                    # Members first: the manifest (our current addresses) is then pushed
+                    # to live peers at once instead of waiting for anti-entropy.
                     await self._meet_known_members()
+                    await self._publish_manifest()
                     task_status.started(self)
                     await self._stop.wait()
                     await self._leave()
@@ -161,6 +187,18 @@ class Node:
     def _membership_actor(self) -> ProtocolActor:
         core = MembershipCore(self.node_id, random.Random(), self.config.membership)
         return ProtocolActor(core, self._send_membership, self._on_member_events)
+
+    def _hardware_daemon(self) -> HardwareDaemon:
+        return HardwareDaemon(self.data_dir.path, self._publish_hardware_details, self.config.hardware)
+
+    async def _publish_hardware_details(self, details: dict[str, Any]) -> None:
+        self._manifest_details = details
+        if self._transport is not None and self.store.ledger.is_member(self.node_id):
+            await self._publish_manifest()
+
+    async def hardware(self, message: object) -> Any:
+        """Ask the hardware daemon (status, pause, resume, stop_all, SetLimits, RunTask)."""
+        return await self._actor("hardware").call(message, timeout=self.config.call_timeout)
 
     def _send_records(self, peer: NodeId, message: object) -> None:
         if self._sender is not None:
@@ -182,12 +220,23 @@ class Node:
     # ---- inbound ------------------------------------------------------------------------------
 
     async def _serve_membership(self, peer: NodeId, payload: bytes) -> bytes:
-        message: object = decode(payload, MembershipMessage)  # type: ignore[arg-type]
-        self._actor("membership").try_send(Inbound(peer, message))
+        try:
+            message: object = decode(payload, MembershipMessage)  # type: ignore[arg-type]
+        except WireError:
+            self.counters["malformed_membership"] += 1
+            return b""
+        # try_send: SWIM messages are datagrams; a full mailbox means an overloaded node,
+        # and Lifeguard's timeouts already absorb a lost probe.
+        if not self._actor("membership").try_send(Inbound(peer, message)):
+            self.counters["membership_mailbox_full"] += 1
         return b""
 
     async def _serve_records(self, peer: NodeId, payload: bytes) -> bytes:
-        message: object = decode(payload, DisseminationMessage)  # type: ignore[arg-type]
+        try:
+            message: object = decode(payload, DisseminationMessage)  # type: ignore[arg-type]
+        except WireError:
+            self.counters["malformed_records"] += 1
+            return b""
         # call, not send: the reply (our acknowledgement) goes out once merged records are durable
         await self._actor("dissemination").call(Inbound(peer, message), timeout=self.config.call_timeout)
         return b""
@@ -205,7 +254,7 @@ class Node:
             except TransportError as exc:
                 log.info("cannot dial new member %s back: %s", peer.hex()[:12], exc)
         await self.call_core("membership", lambda core, now: core.add_member(now, peer))
-        starter = [r for r in self.store if r.kind != "note"]
+        starter = [r for r in self.store if r.kind in JOIN_STARTER_KINDS]
         return encode(JoinReply(True, "", [*starter, record]))
 
     async def _admit(self, peer: NodeId, request: JoinRequest) -> Record:
@@ -248,8 +297,10 @@ class Node:
             database = self._database
             assert database is not None
             await trio.to_thread.run_sync(database.save_records, accepted, purged, clock)
+        durable_at = time.time()
         membership = self._actor("membership")
         for record in accepted:
+            self._remember_acceptance(record, durable_at)
             if record.kind == ADMISSION:
                 member = admission_body(record).member
                 membership.try_send(Command(_adder(member)))
@@ -267,6 +318,13 @@ class Node:
             live = await self._live_members()
             self._actor("dissemination").try_send(Command(lambda core, now: core.set_peers(live)))
 
+    def _remember_acceptance(self, record: Record, at: float) -> None:
+        slot = record.slot
+        self._accepted_at[slot] = (record.seq, at)
+        self._accepted_at.move_to_end(slot)
+        if len(self._accepted_at) > ACCEPTANCE_LOG_SIZE:
+            self._accepted_at.popitem(last=False)
+
     async def _live_members(self) -> list[NodeId]:
         core = self._supervisor.child("membership").core if self._supervisor else None  # type: ignore[union-attr]
         return list(core.live_members()) if core is not None else []
@@ -276,6 +334,7 @@ class Node:
     async def _join(self, invite: Invite) -> None:
         check_invite(invite, mesh=self.store.mesh_id, now=time.time())
         inviter = invite.body.inviter
+        started = time.monotonic()
         try:
             await self.transport.connect(inviter, list(invite.body.addresses))
             request = JoinRequest(invite, self._public_addresses())
@@ -293,6 +352,12 @@ class Node:
             await trio.to_thread.run_sync(database.save, result)
         if not self.store.ledger.is_member(self.node_id):
             raise NodeError("the inviter answered, but its records do not admit this node")
+        log.info(
+            "admitted by %s in %.0f ms (%d records)",
+            inviter.hex()[:12],
+            (time.monotonic() - started) * 1000,
+            len(reply.records),
+        )
         await self.call_core("membership", lambda core, now: core.join(now, [inviter]))
 
     def _public_addresses(self) -> list[str]:
@@ -301,9 +366,8 @@ class Node:
     async def _publish_manifest(self) -> None:
         if not self.store.ledger.is_member(self.node_id):
             return
-        manifest = NodeManifest(
-            self._public_addresses(), SOFTWARE_VERSION, self.started_at, {"pid": os.getpid()}
-        )
+        details = {"pid": os.getpid(), **self._manifest_details}
+        manifest = NodeManifest(self._public_addresses(), SOFTWARE_VERSION, self.started_at, details)
         await self.publish(lambda seq: make_manifest(self.identity, self.store.mesh_id, seq, manifest))
 
     async def publish(self, make: Any) -> Record:
@@ -354,6 +418,32 @@ class Node:
             lambda seq: make_revocation(self.identity, self.store.mesh_id, seq, member, last, reason)
         )
 
+    async def publish_note(self, key: str, value: str) -> Record:
+        """Publish (or replace) this node's note `key`: a small signed fact every member gets."""
+        body = value.encode()
+        if not key or len(key) > MAX_KEY_CHARS:
+            raise NodeError(f"a note key is 1 to {MAX_KEY_CHARS} characters")
+        if len(body) > MAX_NOTE_BYTES:
+            raise NodeError(f"a note is at most {MAX_NOTE_BYTES} bytes")
+        mesh = self.store.mesh_id
+        return await self.publish(lambda seq: sign_record(self.identity, mesh, NOTE, key, seq, body))
+
+    def lookup(self, author: NodeId, kind: str, key: str) -> dict[str, Any] | None:
+        """The current record in a slot and, if it arrived recently, when it became durable here.
+
+        `accepted_at` (wall clock) is what lets a benchmark on one machine measure how long
+        a record took to reach every node without polling error.
+        """
+        record = self.store.get(author, kind, key)
+        if record is None:
+            return None
+        seen = self._accepted_at.get(record.slot)
+        return {
+            "seq": record.seq,
+            "body_bytes": len(record.body),
+            "accepted_at": seen[1] if seen is not None and seen[0] == record.seq else None,
+        }
+
     async def status(self) -> dict[str, Any]:
         def members(core: MembershipCore, now: float) -> dict[NodeId, Any]:
             return core.members()
@@ -381,11 +471,16 @@ class Node:
             "records": len(store),
             "clock": {author.hex(): seq for author, seq in store.clock().items()},
             "state_digest": store.state_digest().hex(),
+            "volunteer": await self.hardware("status"),
             "listen": self._public_addresses(),
             "counters": {
                 "records": {k.value: v for k, v in store.counters.items()},
                 "transport": self.transport.counters.snapshot(),
                 "sender": dict(self._sender.counters) if self._sender else {},
+                "node": dict(self.counters),
+                "mailbox_dropped": {
+                    name: self._actor(name).dropped for name in ("membership", "dissemination")
+                },
             },
         }
 

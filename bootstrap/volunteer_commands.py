@@ -1,0 +1,105 @@
+"""`ileices volunteer`, `pause`, `resume`, `stop-all` and `run`: what a volunteer offers and controls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from actors.hardware_daemon import load_limits, save_limits
+from bootstrap.control_client import NodeNotRunning, control_request
+from kernels.volunteer_limits import LimitsError, apply_cli_values
+from mesh.data_dir import DataDir
+
+DataDirOption = Annotated[Path, typer.Option("--data-dir", help="The node's directory.")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _ask(data_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
+    try:
+        reply = control_request(data_dir, request)
+    except (NodeNotRunning, OSError) as exc:
+        _fail(str(exc))
+        raise
+    if not reply.get("ok"):
+        _fail(str(reply.get("error", "the node refused")))
+    return reply
+
+
+def volunteer(
+    data_dir: DataDirOption,
+    cpu: Annotated[
+        str | None, typer.Option("--cpu", help="CPU share: 100 = one core, 50 = half a core.")
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option("--gpu", help="GPU share in percent; 0 hides GPUs from tasks.")
+    ] = None,
+    ram: Annotated[
+        str | None, typer.Option("--ram", help="Memory for tasks, e.g. 4G; 'none' lifts it.")
+    ] = None,
+    hours: Annotated[str | None, typer.Option("--hours", help="When work may run, e.g. 22-07.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the limits as JSON.")] = False,
+) -> None:
+    """Set what this machine offers the mesh; with no options, show the current limits.
+
+    Limits are stored in DATA_DIR and applied at once to a running node (running tasks
+    included); options you leave out keep their stored value.
+    """
+    if not DataDir(data_dir).is_initialised():
+        _fail(f"{data_dir} holds no node; run `ileices init` or `ileices join` first")
+    try:
+        limits = apply_cli_values(load_limits(data_dir), cpu=cpu, gpu=gpu, ram=ram, hours=hours)
+    except (LimitsError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    changed = any(value is not None for value in (cpu, gpu, ram, hours))
+    if changed:
+        try:
+            _ask(data_dir, {"op": "set_limits", "limits": limits.to_dict()})
+            where = "applied to the running node"
+        except typer.Exit:
+            save_limits(data_dir, limits)
+            where = "stored; the node applies them when it starts"
+        typer.echo(f"limits {where}", err=True)
+    typer.echo(json.dumps(limits.to_dict()) if as_json else _describe(limits.to_dict()))
+
+
+def _describe(limits: dict[str, Any]) -> str:
+    return "  ".join(f"{key}={value}" for key, value in limits.items())
+
+
+def pause(data_dir: DataDirOption) -> None:
+    """Pause all work on the running node (tasks are suspended, none start) until `resume`."""
+    _ask(data_dir, {"op": "pause"})
+    typer.echo("paused: tasks suspended, no new work accepted")
+
+
+def resume(data_dir: DataDirOption) -> None:
+    """Let the running node work again after `pause`."""
+    _ask(data_dir, {"op": "resume"})
+    typer.echo("resumed")
+
+
+def stop_all(data_dir: DataDirOption) -> None:
+    """The kill switch: stop every running task on the node at once."""
+    reply = _ask(data_dir, {"op": "stop_all"})
+    typer.echo(f"stopped {reply['volunteer']['stopped']} task(s)")
+
+
+def run(
+    command: Annotated[list[str], typer.Argument(help="The program and its arguments (after --).")],
+    data_dir: DataDirOption,
+    name: Annotated[str, typer.Option("--name", help="A label for the task.")] = "task",
+) -> None:
+    """Run a program on the node as a task, held to the volunteer limits (local work)."""
+    reply = _ask(data_dir, {"op": "run_task", "argv": command, "name": name})
+    task = reply["task"]
+    if not task["started"]:
+        _fail("refused: " + "; ".join(task["reasons"]))
+    typer.echo(json.dumps({"task_id": task["task_id"], "pid": task["pid"]}))

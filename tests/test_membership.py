@@ -1,0 +1,466 @@
+"""SWIM membership core, driven directly by a tiny deterministic message router (no event loop)."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from protocols.effects import Event, Send
+from protocols.hashing import digest
+from protocols.membership import MembershipConfig, MembershipCore, MemberState
+from protocols.membership_messages import (
+    Ack,
+    MemberUpdate,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    WireState,
+    decode_membership,
+)
+from protocols.membership_tables import BroadcastQueue, LiveSet
+from protocols.wire import encode
+
+DropRule = Callable[[float, bytes, bytes, Any], bool]
+
+
+class Router:
+    """Delivers the cores' messages with small random latency, loss and test-chosen drops.
+
+    Messages go through the real wire encoding unless `wire=False` (for bigger runs).
+    Crashed nodes neither tick nor receive nor send.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        seed: int,
+        config: MembershipConfig | None = None,
+        loss: float = 0.0,
+        wire: bool = True,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.config = config
+        self.loss = loss
+        self.wire = wire
+        self.ids = [digest(f"node-{i}".encode()) for i in range(count)]
+        self.cores = {
+            node: MembershipCore(node, random.Random(seed * 7919 + i), config)
+            for i, node in enumerate(self.ids)
+        }
+        self.crashed: set[bytes] = set()
+        self.drop_rules: list[DropRule] = []
+        self.heap: list[tuple[float, int, int, bytes, Any]] = []
+        self.scheduled: dict[bytes, float] = {}
+        self.counter = 0
+        self.now = 0.0
+        self.trace: list[tuple[float, int, str]] = []
+        self.events: list[tuple[float, bytes, dict[str, Any]]] = []  # "member" events
+        self.forgotten: list[tuple[float, bytes, bytes]] = []  # (when, observer, forgotten)
+        self.sent_bytes: list[int] = []
+
+    def index(self, node: bytes) -> int:
+        return self.ids.index(node)
+
+    def restart(self, node: bytes, seed: int) -> MembershipCore:
+        """A fresh process with the same identity: new core, incarnation 0, knows nobody."""
+        self.crashed.discard(node)
+        self.cores[node] = MembershipCore(node, random.Random(seed), self.config)
+        self.scheduled.pop(node, None)
+        return self.cores[node]
+
+    def act(self, node: bytes, action: Callable[[MembershipCore], object]) -> None:
+        """Call into one core at the current time, then carry out what it produced."""
+        action(self.cores[node])
+        self.flush(node)
+
+    def flush(self, node: bytes) -> None:
+        core = self.cores[node]
+        for effect in core.drain():
+            self.trace.append((self.now, self.index(node), repr(effect)))
+            if isinstance(effect, Event):
+                if effect.name == "member":
+                    self.events.append((self.now, node, effect.data))
+                else:
+                    assert effect.name == "member_forgotten"
+                    self.forgotten.append((self.now, node, effect.data["node"]))
+                continue
+            assert isinstance(effect, Send)
+            if node in self.crashed or self.rng.random() < self.loss:
+                continue
+            if any(rule(self.now, node, effect.to, effect.message) for rule in self.drop_rules):
+                continue
+            payload: Any = effect.message
+            if self.wire:
+                payload = encode(effect.message)
+                self.sent_bytes.append(len(payload))
+            arrival = self.now + self.rng.uniform(0.0005, 0.003)
+            self.push(arrival, 1, effect.to, (node, payload))
+        deadline = core.next_deadline()
+        if deadline is not None and self.scheduled.get(node) != deadline:
+            self.scheduled[node] = deadline
+            self.push(deadline, 0, node, None)
+
+    def push(self, at: float, kind: int, node: bytes, payload: Any) -> None:
+        self.counter += 1
+        heapq.heappush(self.heap, (at, self.counter, kind, node, payload))
+
+    def run_until(self, end: float) -> None:
+        while self.heap and self.heap[0][0] <= end:
+            at, _, kind, node, payload = heapq.heappop(self.heap)
+            self.now = max(self.now, at)
+            if node in self.crashed:
+                continue
+            core = self.cores[node]
+            if kind == 0:
+                if self.scheduled.get(node) != at:
+                    continue
+                del self.scheduled[node]
+                core.tick(self.now)
+            else:
+                sender, message = payload
+                if self.wire:
+                    core.receive_bytes(self.now, sender, message)
+                else:
+                    core.receive(self.now, sender, message)
+            self.flush(node)
+        self.now = end
+
+    def join_all(self, spacing: float = 0.02) -> None:
+        seed_node = self.ids[0]
+        self.act(seed_node, lambda core: core.join(self.now, []))
+        for i, node in enumerate(self.ids[1:], start=1):
+            self.run_until(i * spacing)
+            self.act(node, lambda core: core.join(self.now, [seed_node]))
+
+    def view_of(self, target: bytes) -> dict[bytes, MemberState | None]:
+        """What every running node other than `target` believes about it."""
+        return {
+            node: core.state_of(target)
+            for node, core in self.cores.items()
+            if node != target and node not in self.crashed
+        }
+
+    def first_event(self, observer: bytes, about: bytes, state: str) -> float | None:
+        for at, node, data in self.events:
+            if node == observer and data["node"] == about and data["state"] == state:
+                return at
+        return None
+
+    def events_about(self, about: bytes, state: str) -> list[tuple[float, bytes]]:
+        return [
+            (at, node)
+            for at, node, data in self.events
+            if data["node"] == about and data["state"] == state and node != about
+        ]
+
+
+def converged_router(count: int, seed: int, **kwargs: Any) -> Router:
+    router = Router(count, seed, **kwargs)
+    router.join_all()
+    router.run_until(10.0)
+    return router
+
+
+def test_nodes_join_and_all_see_each_other_alive() -> None:
+    router = converged_router(12, seed=1)
+    everyone = set(router.ids)
+    for core in router.cores.values():
+        assert set(core.live_members()) == everyone
+        assert {info.state for info in core.members().values()} == {MemberState.ALIVE}
+        assert core.live_peer_count == 11
+    # compact wire: a probe with a full piggyback stays far below one MTU
+    assert max(router.sent_bytes) < 1400
+    assert not router.events_about(router.ids[3], "suspect")
+
+
+def test_crashed_node_is_declared_dead_by_everyone_within_five_seconds() -> None:
+    worst = 0.0
+    for seed in range(1, 7):
+        router = converged_router(10, seed=seed)
+        victim = router.ids[seed]
+        killed_at = router.now
+        router.crashed.add(victim)
+        router.run_until(killed_at + 8.0)
+        assert set(router.view_of(victim).values()) == {MemberState.DEAD}
+        for observer in router.cores:
+            if observer == victim:
+                continue
+            dead_at = router.first_event(observer, victim, "dead")
+            assert dead_at is not None
+            worst = max(worst, dead_at - killed_at)
+        suspected = [at for at, _ in router.events_about(victim, "suspect")]
+        declared = [at for at, _ in router.events_about(victim, "dead")]
+        assert suspected and min(suspected) < min(declared)
+    assert worst < 5.0, f"slowest detection {worst:.2f} s"
+
+
+def test_dead_node_is_forgotten_after_reclaim_time() -> None:
+    router = converged_router(6, seed=3)
+    victim = router.ids[2]
+    router.crashed.add(victim)
+    router.run_until(router.now + 8.0)
+    assert set(router.view_of(victim).values()) == {MemberState.DEAD}
+    declared = {observer: at for at, observer in router.events_about(victim, "dead")}
+    router.run_until(router.now + 60.0)
+    assert set(router.view_of(victim).values()) == {None}
+    forgotten = {observer: at for at, observer, node in router.forgotten if node == victim}
+    assert forgotten.keys() == declared.keys() and len(forgotten) == 5
+    for observer, at in forgotten.items():  # exactly reclaim_time after it was declared dead
+        assert at == pytest.approx(declared[observer] + MembershipConfig().reclaim_time, abs=0.01)
+
+
+def test_suspected_node_that_is_alive_refutes_and_stays_alive() -> None:
+    router = converged_router(8, seed=4)
+    victim = router.ids[5]
+    start = router.now
+
+    def drop_victims_acks(at: float, sender: bytes, to: bytes, message: Any) -> bool:
+        return sender == victim and isinstance(message, Ack) and start <= at < start + 1.5
+
+    router.drop_rules.append(drop_victims_acks)
+    router.run_until(start + 30.0)
+    assert router.events_about(victim, "suspect"), "dropping its acks never raised a suspicion"
+    assert not router.events_about(victim, "dead")
+    assert set(router.view_of(victim).values()) == {MemberState.ALIVE}
+    refuting = router.cores[victim]
+    assert refuting.incarnation >= 1
+    assert refuting.stats["refutations"] >= 1
+    for core in router.cores.values():
+        if core.self_id != victim:
+            assert core.members()[victim].incarnation == refuting.incarnation
+
+
+def test_graceful_leave_is_seen_as_left_and_stops_probing() -> None:
+    router = converged_router(8, seed=5)
+    leaver = router.ids[6]
+    left_at = router.now
+    router.act(leaver, lambda core: core.leave(router.now))
+    router.run_until(left_at + 2.0)
+    assert set(router.view_of(leaver).values()) == {MemberState.LEFT}
+    assert not router.events_about(leaver, "dead")
+    assert not router.events_about(leaver, "suspect")
+    core = router.cores[leaver]
+    assert core.state_of(leaver) == MemberState.LEFT
+    assert leaver not in core.live_members()
+    pings_after = [
+        entry for entry in router.trace
+        if entry[0] > left_at and entry[1] == router.index(leaver) and "Ping(" in entry[2]
+    ]
+    assert not pings_after
+    router.run_until(left_at + 40.0)
+    assert core.next_deadline() is None  # a left core goes quiet: no timers keep it awake
+    # and the same core may come back later: it rejoins above its `left` incarnation
+    router.act(leaver, lambda core: core.join(router.now, [router.ids[0]]))
+    router.run_until(router.now + 5.0)
+    assert set(router.view_of(leaver).values()) == {MemberState.ALIVE}
+    assert core.incarnation == 2
+
+
+def test_lossy_links_give_no_false_dead_over_a_long_run() -> None:
+    router = Router(10, seed=6, loss=0.10)
+    router.join_all()
+    router.run_until(300.0)
+    assert not [data for _, _, data in router.events if data["state"] == "dead"]
+    for core in router.cores.values():
+        assert len(core.live_members()) == 10
+    suspicions = sum(1 for _, _, data in router.events if data["state"] == "suspect")
+    refutations = sum(core.stats["refutations"] for core in router.cores.values())
+    assert refutations >= 1 or suspicions == 0
+
+
+def test_node_rejoining_after_being_declared_dead_comes_back_alive() -> None:
+    router = converged_router(8, seed=7)
+    victim = router.ids[4]
+    router.crashed.add(victim)
+    router.run_until(router.now + 8.0)
+    assert set(router.view_of(victim).values()) == {MemberState.DEAD}
+    dead_incarnation = router.cores[router.ids[0]].members()[victim].incarnation
+    router.restart(victim, seed=99)
+    router.act(victim, lambda core: core.join(router.now, [router.ids[0]]))
+    router.run_until(router.now + 5.0)
+    assert set(router.view_of(victim).values()) == {MemberState.ALIVE}
+    returned = router.cores[victim]
+    assert returned.incarnation > dead_incarnation
+    assert set(returned.live_members()) == set(router.ids)
+
+
+def test_healed_partition_reconnects_without_a_new_join() -> None:
+    router = converged_router(6, seed=8)
+    isolated = router.ids[1]
+    cut_from = router.now
+    cut_until = cut_from + 15.0
+
+    def partition(at: float, sender: bytes, to: bytes, message: Any) -> bool:
+        return cut_from <= at < cut_until and isolated in (sender, to)
+
+    router.drop_rules.append(partition)
+    router.run_until(cut_until)
+    assert set(router.view_of(isolated).values()) == {MemberState.DEAD}
+    # hearing nothing, the isolated node's own health multiplier slows its accusations
+    assert router.cores[isolated].health == MembershipConfig().max_health
+    router.run_until(cut_until + 30.0)
+    assert set(router.view_of(isolated).values()) == {MemberState.ALIVE}
+    assert set(router.cores[isolated].live_members()) == set(router.ids)
+
+
+def test_local_health_rises_when_a_node_hears_nothing_and_recovers() -> None:
+    router = converged_router(6, seed=9)
+    deaf = router.ids[2]
+    start = router.now
+
+    def deafen(at: float, sender: bytes, to: bytes, message: Any) -> bool:
+        return to == deaf and start <= at < start + 1.5
+
+    router.drop_rules.append(deafen)
+    router.run_until(start + 1.5)
+    assert router.cores[deaf].health >= 2
+    router.run_until(start + 30.0)
+    assert router.cores[deaf].health == 0
+    assert not router.events_about(deaf, "dead")
+
+
+def test_malformed_and_unexpected_input_is_dropped_and_counted() -> None:
+    me, peer, other = (digest(bytes([i])) for i in range(3))
+    core = MembershipCore(me, random.Random(1))
+    core.add_member(0.0, peer)
+    core.drain()
+    good = MemberUpdate(other, 0, WireState.ALIVE)
+    cases: list[tuple[bytes, object]] = [
+        (peer, "not a message"),
+        (peer, None),
+        (me, Ping(1, ())),  # from ourselves
+        (b"short", Ping(1, ())),  # sender is not a node id
+        (peer, Ping(-1, ())),  # sequence out of range
+        (peer, Ping(1, "nope")),  # type: ignore[arg-type]
+        (peer, PingReq(1, me, ())),  # asks us to probe ourselves
+        (peer, PingReq(1, peer, ())),  # asks us to probe the requester
+        (peer, PushPull((), "yes")),  # type: ignore[arg-type]
+    ]
+    for sender, message in cases:
+        core.receive(1.0, sender, message)
+    assert core.dropped == len(cases)
+    assert core.drain() == []
+    for data in (b"", b"\xff\x00garbage", encode(Ping(1, ()))[:-1], encode([1, 2, 3])):
+        core.receive_bytes(1.0, peer, data)
+    assert core.dropped == len(cases) + 4
+    # bad entries inside an otherwise good message are skipped, the good ones applied
+    bad_state = MemberUpdate(other, 0, 7)  # type: ignore[arg-type]
+    short_node = MemberUpdate(b"x" * 5, 0, WireState.ALIVE)
+    core.receive(1.0, peer, Ping(2, (bad_state, short_node, good)))
+    assert core.dropped == len(cases) + 6
+    assert core.state_of(other) == MemberState.ALIVE
+    assert set(core.members()) == {me, peer, other}  # nothing of the bad entries stuck
+    replies = [e for e in core.drain() if isinstance(e, Send)]
+    assert len(replies) == 1 and isinstance(replies[0].message, Ack)
+    # an ack nobody waits for is counted as stale, not a crash
+    core.receive(1.0, peer, Ack(12345, ()))
+    assert core.stats["stale_replies"] == 1
+    with pytest.raises(ValueError):
+        core.add_member(1.0, b"too short")
+
+
+def test_wire_round_trip_of_every_message() -> None:
+    a, b = digest(b"a"), digest(b"b")
+    messages = [
+        Ping(1, (MemberUpdate(a, 3, WireState.SUSPECT, b),)),
+        Ack(2**32 - 1, ()),
+        PingReq(7, b, (MemberUpdate(b, 0, WireState.LEFT),)),
+        Nack(8, ()),
+        PushPull((MemberUpdate(a, 1, WireState.DEAD),), True),
+    ]
+    for message in messages:
+        assert decode_membership(encode(message)) == message
+    assert len(encode(MemberUpdate(a, 5, WireState.ALIVE))) <= 40
+
+
+def test_same_seed_gives_the_same_trace_and_another_seed_does_not() -> None:
+    def scenario(seed: int) -> list[tuple[float, int, str]]:
+        router = Router(8, seed=seed, loss=0.05)
+        router.join_all()
+        router.run_until(6.0)
+        router.crashed.add(router.ids[3])
+        router.run_until(15.0)
+        return router.trace
+
+    first = scenario(11)
+    assert first == scenario(11)
+    assert first != scenario(12)
+
+
+def test_suspicion_timeout_formula() -> None:
+    config = MembershipConfig()
+    low, high, expected = config.suspicion_bounds(10)
+    assert (low, high, expected) == (2.0, 12.0, 2)
+    assert config.suspicion_bounds(3)[2] == 0  # too few members to wait for confirmations
+    assert config.suspicion_bounds(1000)[0] == pytest.approx(6.0)
+    assert config.retransmit_limit(10) == 8
+    assert config.push_pull_period(1000) == 180.0
+    with pytest.raises(ValueError):
+        MembershipConfig(probe_timeout=1.0, protocol_period=0.5)
+
+
+def test_a_hundred_nodes_converge_without_false_suspicion() -> None:
+    router = Router(100, seed=13, wire=False)
+    router.join_all(spacing=0.01)
+    router.run_until(20.0)
+    everyone = set(router.ids)
+    for core in router.cores.values():
+        assert set(core.live_members()) == everyone
+    assert not [data for _, _, data in router.events if data["state"] != "alive"]
+
+
+def test_ping_req_about_a_member_known_dead_is_answered_at_once_with_its_tombstone() -> None:
+    me, requester, gone = (digest(bytes([i])) for i in range(3))
+    core = MembershipCore(me, random.Random(2))
+    core.add_member(0.0, requester)
+    core.receive(0.0, requester, PushPull((MemberUpdate(gone, 4, WireState.ALIVE),), False))
+    core.receive(0.1, requester, PushPull((MemberUpdate(gone, 4, WireState.DEAD),), False))
+    assert core.state_of(gone) == MemberState.DEAD
+    core.drain()
+    core.receive(0.2, requester, PingReq(9, gone, ()))
+    sends = [e for e in core.drain() if isinstance(e, Send)]
+    assert len(sends) == 1 and sends[0].to == requester
+    nack = sends[0].message
+    assert isinstance(nack, Nack) and nack.seq == 9
+    assert nack.updates[0] == MemberUpdate(gone, 4, WireState.DEAD)
+
+
+def test_broadcast_queue_sends_fewest_sent_first_and_retires_after_the_limit() -> None:
+    a, b, c = (digest(bytes([i])) for i in range(3))
+    queue = BroadcastQueue()
+    queue.push(MemberUpdate(a, 0, WireState.ALIVE))
+    queue.push(MemberUpdate(b, 0, WireState.ALIVE))
+    assert [u.node for u in queue.take(1, limit=3)] == [b]  # newest first
+    queue.push(MemberUpdate(c, 0, WireState.ALIVE))
+    assert [u.node for u in queue.take(2, limit=3)] == [c, a]  # never sent before b's second
+    queue.push(MemberUpdate(a, 1, WireState.SUSPECT))  # replaces a's pending update
+    assert len(queue) == 3
+    sent = [queue.take(16, limit=3) for _ in range(3)]
+    assert sent[0][0] == MemberUpdate(a, 1, WireState.SUSPECT)
+    assert len(queue) == 0
+    counts = {node: sum(u.node == node for batch in sent for u in batch) for node in (a, b, c)}
+    assert counts == {a: 3, b: 2, c: 2}  # b and c were already sent once before
+
+
+def test_live_set_samples_distinct_live_members_and_reuses_stale_slots() -> None:
+    nodes = [digest(bytes([i])) for i in range(40)]
+    live = LiveSet()
+    for node in nodes:
+        live.add(node)
+    for node in nodes[:30]:
+        live.discard(node)
+    live.add(nodes[0])  # back while its stale slot may still be there
+    assert len(live) == 11
+    rng = random.Random(3)
+    expected = {nodes[0], *nodes[30:]}
+    for _ in range(50):
+        picked = live.sample(4, rng, exclude=nodes[35])
+        assert len(picked) == len(set(picked)) == 4
+        assert set(picked) <= expected - {nodes[35]}
+    assert sorted(live.snapshot()) == sorted(expected)
+    assert set(live.sample(20, rng)) == expected

@@ -12,6 +12,12 @@ filled, by the next record in order or by an anti-entropy delta that covers the 
 Two different records with the same `(author, seq)` are an equivocation: both are kept
 as evidence and the one with the smaller signature stays current, a rule every replica
 applies the same way.
+
+Fencing: hub-issued kinds (`protocols/fencing.py`) carry the issuing hub's term; once
+the election core tells the store about term T (`raise_fence`), records of those kinds
+from older terms are refused (`FENCED`) and any already held are purged. For the clock a
+fenced record counts as superseded, like a stale one, so it never blocks a claim; and
+since the fence only rises, replicas that learn the same newest term hold the same set.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 
 from protocols.admission import ADMISSION_ORDER, AdmissionLedger
 from protocols.admission_records import ADMISSION, ADMISSION_KINDS, GENESIS, REVOCATION
+from protocols.fencing import HUB_ISSUED_KINDS, issued_term
 from protocols.hashing import digest
 from protocols.identity import NodeId
 from protocols.identity import verify as ed25519_verify
@@ -43,6 +50,7 @@ class Outcome(enum.StrEnum):
     NOT_ADMITTED = "not_admitted"
     WRONG_MESH = "wrong_mesh"
     MALFORMED = "malformed"
+    FENCED = "fenced"
 
 
 KNOWN = frozenset({Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.STALE, Outcome.EQUIVOCATION})
@@ -89,6 +97,8 @@ class RecordStore:
         self._clock_total = 0
         self.evidence: list[tuple[Record, Record]] = []
         self.counters: Counter[Outcome] = Counter()
+        self.fence_term = 0
+        """The newest hub term this store has been told of: hub-issued records below it are refused."""
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -176,6 +186,8 @@ class RecordStore:
                 return Outcome.NOT_ADMITTED if self.ledger.genesis is None else Outcome.MALFORMED
         elif seq > self._cutoffs.get(author, 0):
             return Outcome.NOT_ADMITTED
+        if kind in HUB_ISSUED_KINDS and (fenced := self._fence(record, verified, result)) is not None:
+            return fenced
         slot = (author, kind, record.key)
         current = self._current.get(slot)
         held = self._by_author.get(author)
@@ -211,6 +223,42 @@ class RecordStore:
         if seq == self._clock.get(author, 0) + 1:
             self._claim_from(author, seq, held, result)
         return Outcome.ACCEPTED if same_seq is None else Outcome.EQUIVOCATION
+
+    def _fence(self, record: Record, verified: bool, result: MergeResult) -> Outcome | None:
+        """FENCED (or MALFORMED) for a hub-issued record from a term older than the fence; None to go on."""
+        try:
+            term = issued_term(record)
+        except WireError:
+            return Outcome.MALFORMED
+        if term >= self.fence_term:
+            return None
+        if not verified and not verify_record(record, self._verify):
+            return Outcome.BAD_SIGNATURE
+        self._advance_clock(record.author, record.seq, result)
+        return Outcome.FENCED
+
+    def _is_fenced(self, record: Record) -> bool:
+        if record.kind not in HUB_ISSUED_KINDS:
+            return False
+        try:
+            return issued_term(record) < self.fence_term
+        except WireError:
+            return False
+
+    def raise_fence(self, term: int) -> MergeResult:
+        """Refuse hub-issued records of terms below `term` from now on, and purge those held.
+
+        Called by the election core when it believes a hub record of `term`; the fence
+        never goes down. The purged records are returned for the caller to delete from disk.
+        """
+        result = MergeResult([], Counter(), {}, [])
+        if term <= self.fence_term:
+            return result
+        self.fence_term = term
+        for record in [r for r in self._current.values() if self._is_fenced(r)]:
+            self._remove(record)
+            result.purged.append(record)
+        return result
 
     def _apply_admission_effects(self, record: Record, result: MergeResult) -> None:
         if record.kind == GENESIS:
@@ -320,6 +368,8 @@ class RecordStore:
     def _holds_or_supersedes(self, record: Record) -> bool:
         current = self._current.get(record.slot)
         if current is not None and (current.seq > record.seq or current.signature == record.signature):
+            return True
+        if self._is_fenced(record):
             return True
         # An equivocation this store resolved the other way still counts as seen.
         return record.seq in self._by_author.get(record.author, {})

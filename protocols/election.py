@@ -1,0 +1,748 @@
+"""The hub election core (sans-IO): one Paxos decision per term among the previous council, plus leases.
+
+Design, and why it is not plain Raft. The brief is Raft-shaped: terms, one signed vote
+per voter per term, a majority of the council of term T elects the hub of T+1. Raft's
+one-vote-per-term rule is safe only for a fixed electorate, and here the electorate (the
+council) changes with every hub: two candidates that believe in different councils can
+each win a majority of "their" council in the same term. So each term is a single-decree
+Paxos instance whose acceptors are the council named by the hub of the term before,
+and whose value is the next hub *with its council*. That keeps every property asked for:
+
+- the founder is hub of term 1 (its hub record needs no proof);
+- terms are consecutive and each has exactly one decided value, whatever the rounds,
+  losses and crashes (Paxos), so there are never two hubs in one term and the chain of
+  councils is linear: the proof of term T+1 refers to the one believed term T;
+- votes are signed records, one current vote per voter per term (the `vote` slot keyed
+  by term); a voter re-signs it when it promises a higher ballot, which Paxos allows and
+  which cannot change a decided value; a voter never accepts two values in one ballot;
+- the winner's hub record carries a majority of those votes as proof; every node checks
+  it against the believed previous term before it believes it (`HubChain`);
+- "at least as up to date" is exact: a voter answers only for the term right after the
+  newest term it believes; a voter that knows more answers with the newer hub records,
+  one that knows less catches up from the record the candidate sends with its request;
+- replacing dead council members is the hub electing itself into the next term with a
+  new council (its lease-bound council lets only the lease holder do that).
+
+Leases, and the timing argument for "the hub only acts within its lease, and a lease
+expires before another hub can be elected". The hub of term T sends a renewal at its
+local time `s`; a council member that gets it at `r >= s` acknowledges and, until
+`r + lease_s` on its own clock, refuses every prepare or proposal for term T+1 from
+anyone but the hub. The hub counts a renewal as a lease until `s + lease_s * (1 - m)`
+(`m` = `drift_margin`) once a majority of the council of T acknowledged it. With clock
+rates within `1 ± rho`, the hub's lease ends in real time at most at
+`s + lease_s (1 - m) / (1 - rho)` and each promise lasts at least until
+`r + lease_s / (1 + rho)`; `m >= 2 rho / (1 + rho)` makes the first no later than the
+second. A rival needs promises from a majority of the same council, which shares a
+member with every majority that acknowledged a renewal; that member refuses until its
+promise ends, and after promising a rival (or accepting any value for T+1) it stops
+acknowledging renewals. Hence every lease the old hub holds ends before any rival even
+finishes phase 1, and the new hub acts only after its own council acknowledges it.
+Only durations on one clock enter: no clock is compared with another. Lease promises are
+kept in memory; a restarted council member refuses rivals for `lease_s` after it starts,
+so a promise made before a crash still binds. Promises and accepted values (Paxos
+state) are in the voter's `vote` record, which the driver must make durable before it
+delivers the messages drained with it (the order the actor shell already keeps).
+
+Liveness needs a live, connected majority of the newest council; a hub replaces a dead
+member within `reconfigure_interval` of hearing of the death, so that majority is lost
+only when most of the council dies at once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocols.effects import Event, Send
+from protocols.election_config import ElectionConfig
+from protocols.election_messages import (
+    MAX_DECIDED_RECORDS,
+    Accepted,
+    Decided,
+    LeaseAck,
+    LeaseRequest,
+    Prepare,
+    Promise,
+    Propose,
+    Reject,
+)
+from protocols.election_records import (
+    HUB,
+    VOTE,
+    Ballot,
+    CouncilBody,
+    HubBody,
+    HubValue,
+    LeaseBody,
+    VoteBody,
+    lease_body,
+    majority,
+    make_council,
+    make_hub_record,
+    make_lease,
+    make_vote,
+    term_key,
+    vote_body,
+)
+from protocols.fencing import LEASE
+from protocols.hub_chain import HubChain, HubTerm
+from protocols.identity import NodeId, NodeIdentity
+from protocols.record_store import RecordStore
+from protocols.records import Record, verify_record
+from protocols.wire import WireError
+
+Effect = Send | Event
+NEVER = float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class HubView:
+    """What this node believes about the hub: for status and the `hub` event."""
+
+    term: int
+    hub: NodeId
+    council: tuple[NodeId, ...]
+    lease_expires: float | None
+    """Local time the hub's lease runs out as last heard (an estimate off by the delivery delay)."""
+
+
+@dataclass
+class _Campaign:
+    """This node proposing in one ballot of one term (Paxos proposer)."""
+
+    term: int
+    ballot: Ballot
+    electorate: tuple[NodeId, ...]
+    own_value: HubValue
+    deadline: float
+    phase: str = "prepare"
+    value: HubValue | None = None
+    promises: dict[NodeId, VoteBody] = field(default_factory=dict)
+    accepts: dict[NodeId, Record] = field(default_factory=dict)
+    rejects: set[NodeId] = field(default_factory=set)
+    lease_left: float = 0.0
+
+    @property
+    def needed(self) -> int:
+        return majority(len(self.electorate))
+
+
+@dataclass
+class _Acceptor:
+    """This node's Paxos acceptor state for one term (mirrors its latest `vote` record)."""
+
+    term: int
+    promised: Ballot | None = None
+    accepted: Ballot | None = None
+    value: HubValue | None = None
+    record: Record | None = None
+
+
+class ElectionCore:
+    """Sans-IO hub election for one node: feed messages, time, membership and records; drain effects.
+
+    Inputs: `receive`, `tick`, `set_live_members(now, ids)` (from membership) and
+    `on_record(now, record)` for every record the store accepted (hub and lease kinds
+    matter). Outputs: `Send`s of `election_messages`, and events: `publish` (`{"record"}`,
+    for the driver to publish through dissemination), `purged` (`{"records"}`, fenced
+    records to delete from disk), `hub` (`{"term", "hub", "council", "lease_expires"}`),
+    `became_hub` (`{"term", "council"}`) and `stepped_down` (`{"term", "reason"}`).
+    Acting as hub is only allowed while `acting_term(now)` returns the term.
+    """
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        store: RecordStore,
+        rng: random.Random,
+        config: ElectionConfig | None = None,
+        next_seq: Callable[[], int] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.self_id: NodeId = identity.node_id
+        self.store = store
+        self.config = config or ElectionConfig()
+        self._rng = rng
+        self._next_seq_source = next_seq
+        self._last_seq = 0
+        self.chain = HubChain(store.mesh_id, store.ledger)
+        self.counters: Counter[str] = Counter()
+        self._effects: list[Effect] = []
+        self._local: deque[tuple[NodeId, object]] = deque()
+        self._started_at: float | None = None
+        self._now = 0.0
+        self._live: set[NodeId] = set()
+        self._membership_known = False
+        self._first_seen: dict[NodeId, float] = {}
+        # acceptor
+        self._acceptor = _Acceptor(term=0)
+        self._own_votes: dict[int, Record] = {}
+        self._lease_promise_until = NEVER
+        # proposer
+        self._campaign: _Campaign | None = None
+        self._stand_at: float | None = None
+        self._highest_ballot: dict[int, int] = {}
+        # hub
+        self._renewal = 0
+        self._renewals: dict[int, tuple[float, set[NodeId]]] = {}
+        self._lease_until = NEVER
+        self._acting_term: int | None = None
+        self._next_renew_at: float | None = None
+        self._last_lease_record = NEVER
+        self._council_announced = 0
+        self._last_reconfigure = NEVER
+        # observer
+        self._seen_lease_until: float | None = None
+        self.chain.load(store)
+        if self.chain.latest is not None:
+            store.raise_fence(self.chain.latest.term)
+            self._acceptor = self._load_acceptor(self.chain.latest.term + 1)
+
+    # ---- driver interface ------------------------------------------------------------------
+
+    def receive(self, now: float, sender: NodeId, message: object) -> None:
+        self._enter(now)
+        self._dispatch(now, sender, message)
+        self._pump(now)
+
+    def tick(self, now: float) -> None:
+        self._enter(now)
+        latest = self.chain.latest
+        if latest is None:
+            if self.store.ledger.founder == self.self_id:
+                self._found_term_one(now)
+            self._pump(now)
+            return
+        if self._acting_term is not None and now >= self._lease_until:
+            self._step_down(self._acting_term, "lease_lost")
+        if latest.hub == self.self_id:
+            if self._next_renew_at is not None and now >= self._next_renew_at:
+                self._renew(now)
+            self._maybe_reconfigure(now)
+        campaign = self._campaign
+        if campaign is not None and now >= campaign.deadline:
+            self.counters["campaign_timeouts"] += 1
+            self._abandon(now, backoff=self._rng.uniform(0.0, self.config.election_jitter))
+        if self._stand_at is not None and now >= self._stand_at and self._campaign is None:
+            self._stand(now)
+        self._pump(now)
+
+    def next_deadline(self) -> float | None:
+        if self.chain.latest is None:
+            return self._now if self.store.ledger.founder == self.self_id else None
+        deadlines = [self._stand_at, self._next_renew_at]
+        if self._campaign is not None:
+            deadlines.append(self._campaign.deadline)
+        if self._acting_term is not None:
+            deadlines.append(self._lease_until)
+        present = [deadline for deadline in deadlines if deadline is not None]
+        return min(present) if present else None
+
+    def drain(self) -> list[Effect]:
+        effects, self._effects = self._effects, []
+        return effects
+
+    def set_live_members(self, now: float, ids: Iterable[NodeId]) -> None:
+        """The members membership believes alive (self is always counted live)."""
+        self._enter(now)
+        live = set(ids)
+        live.add(self.self_id)
+        for node in live - self._live:
+            self._first_seen[node] = now
+        for node in self._live - live:
+            self._first_seen.pop(node, None)
+        self._live = live
+        self._membership_known = True
+        self._pump(now)
+
+    def on_record(self, now: float, record: Record) -> None:
+        """A record the store accepted (from anyone, this node included)."""
+        self._enter(now)
+        if record.kind == HUB:
+            self._offer_hub_records(now, [record])
+        elif record.kind == LEASE:
+            self._on_lease_record(now, record)
+        self._pump(now)
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    @property
+    def latest_term(self) -> int:
+        return 0 if self.chain.latest is None else self.chain.latest.term
+
+    def hub_view(self) -> HubView | None:
+        latest = self.chain.latest
+        if latest is None:
+            return None
+        expires = self._lease_until if latest.hub == self.self_id else self._seen_lease_until
+        return HubView(latest.term, latest.hub, latest.council, None if expires == NEVER else expires)
+
+    def acting_term(self, now: float) -> int | None:
+        """The term this node may act as hub in right now, or None: the hub role is lease-bound."""
+        if self._acting_term is not None and now < self._lease_until:
+            return self._acting_term
+        return None
+
+    # ---- dispatch --------------------------------------------------------------------------
+
+    def _enter(self, now: float) -> None:
+        self._now = now
+        if self._started_at is None:
+            self._started_at = now
+            latest = self.chain.latest
+            if latest is not None:  # restarted with a believed term: resume its duties
+                if latest.hub == self.self_id:
+                    self._next_renew_at = now
+                if self.self_id in latest.council:
+                    jitter = self._rng.uniform(0.0, self.config.election_jitter)
+                    self._stand_at = now + self.config.lease_s + jitter
+
+    def _dispatch(self, now: float, sender: NodeId, message: object) -> None:
+        if isinstance(message, LeaseRequest):
+            self._on_lease_request(now, sender, message)
+        elif isinstance(message, LeaseAck):
+            self._on_lease_ack(now, sender, message)
+        elif isinstance(message, Prepare):
+            self._on_prepare(now, sender, message)
+        elif isinstance(message, Promise):
+            self._on_promise(now, sender, message)
+        elif isinstance(message, Propose):
+            self._on_propose(now, sender, message)
+        elif isinstance(message, Accepted):
+            self._on_accepted(now, sender, message)
+        elif isinstance(message, Reject):
+            self._on_reject(now, sender, message)
+        elif isinstance(message, Decided):
+            self._offer_hub_records(now, message.records)
+        else:
+            self.counters["dropped_unknown_message"] += 1
+
+    def _pump(self, now: float) -> None:
+        """Deliver messages this node sent itself (it is often on its own council)."""
+        while self._local:
+            sender, message = self._local.popleft()
+            self._dispatch(now, sender, message)
+
+    def _send(self, to: NodeId, message: object) -> None:
+        if to == self.self_id:
+            self._local.append((self.self_id, message))
+        else:
+            self.counters["messages_out"] += 1
+            self._effects.append(Send(to, message))
+
+    def _publish(self, record: Record) -> None:
+        self._effects.append(Event("publish", {"record": record}))
+
+    def _seq(self) -> int:
+        if self._next_seq_source is not None:
+            return self._next_seq_source()
+        self._last_seq = max(self._last_seq, self.store.highest_seq(self.self_id)) + 1
+        return self._last_seq
+
+    # ---- believing hub records -------------------------------------------------------------
+
+    def _offer_hub_records(self, now: float, records: Iterable[Record]) -> None:
+        added: list[HubTerm] = []
+        for record in records:
+            added.extend(self.chain.offer(record))
+        if added:
+            self._on_new_terms(now, added)
+
+    def _on_new_terms(self, now: float, added: list[HubTerm]) -> None:
+        latest = added[-1]
+        purged = self.store.raise_fence(latest.term).purged
+        if purged:
+            self._effects.append(Event("purged", {"records": purged}))
+        if self._acting_term is not None and latest.hub != self.self_id:
+            self._step_down(self._acting_term, "newer_term")
+        self._acting_term = None
+        self._lease_until = NEVER
+        self._renewals.clear()
+        self._acceptor = self._load_acceptor(latest.term + 1)
+        self._lease_promise_until = NEVER
+        self._seen_lease_until = None
+        if self._campaign is not None and self._campaign.term <= latest.term:
+            self._campaign = None
+        self._next_renew_at = now if latest.hub == self.self_id else None
+        if self.self_id in latest.council:
+            self._stand_at = now + self.config.lease_s + self._rng.uniform(0.0, self.config.election_jitter)
+        else:
+            self._stand_at = None
+        self.counters["terms_learned"] += len(added)
+        self._effects.append(Event("hub", self._hub_event_data()))
+
+    def _hub_event_data(self) -> dict[str, Any]:
+        view = self.hub_view()
+        assert view is not None
+        return {
+            "term": view.term,
+            "hub": view.hub,
+            "council": list(view.council),
+            "lease_expires": view.lease_expires,
+        }
+
+    def _on_lease_record(self, now: float, record: Record) -> None:
+        latest = self.chain.latest
+        if latest is None or record.author != latest.hub or record.author == self.self_id:
+            return
+        try:
+            body = lease_body(record)
+        except WireError:
+            self.counters["lease_record_malformed"] += 1
+            return
+        if body.term != latest.term or not 0 <= body.remaining_s <= latest.lease_s:
+            return
+        first = self._seen_lease_until is None
+        self._seen_lease_until = now + body.remaining_s
+        if first:
+            self._effects.append(Event("hub", self._hub_event_data()))
+
+    # ---- founding --------------------------------------------------------------------------
+
+    def _found_term_one(self, now: float) -> None:
+        """The founder is hub of term 1; its council is whoever it sees live now (often only itself)."""
+        value = HubValue(self.self_id, self._choose_council(None), self.config.lease_s)
+        body = HubBody(1, value, Ballot(0, self.self_id), [])
+        record = make_hub_record(self.identity, self.store.mesh_id, self._seq(), body)
+        self._publish(record)
+        self._offer_hub_records(now, [record])
+
+    # ---- acceptor (council member) ---------------------------------------------------------
+
+    def _load_acceptor(self, term: int) -> _Acceptor:
+        """Recover Paxos state for `term` from this node's own vote record (it survives restarts)."""
+        held = self.store.get(self.self_id, VOTE, term_key(term))
+        candidates = [r for r in (self._own_votes.get(term), held) if r is not None]
+        if not candidates:
+            return _Acceptor(term)
+        record = max(candidates, key=lambda r: r.seq)
+        try:
+            body = vote_body(record)
+        except WireError:  # pragma: no cover - this node signed it
+            return _Acceptor(term)
+        return _Acceptor(term, body.promised, body.accepted, body.value, record)
+
+    def _electorate_member(self, term: int) -> HubTerm | None:
+        """The believed term before `term` when this node votes in `term`; None when it does not."""
+        latest = self.chain.latest
+        if latest is None or term != latest.term + 1 or self.self_id not in latest.council:
+            return None
+        return latest
+
+    def _binding_lease_left(self, now: float, sender: NodeId, previous: HubTerm) -> float:
+        """Seconds this voter still refuses `sender` because of a lease promise or a recent restart."""
+        if sender == previous.hub:
+            return 0.0
+        assert self._started_at is not None
+        until = max(self._lease_promise_until, self._started_at + self.config.lease_s)
+        return max(0.0, until - now)
+
+    def _answer_behind(self, sender: NodeId, term: int) -> None:
+        """The asker's term is decided already: send it the hub records it lacks."""
+        terms = self.chain.terms
+        records = [terms[t].record for t in range(term, self.latest_term + 1) if t in terms]
+        if records:
+            self._send(sender, Decided(records[:MAX_DECIDED_RECORDS]))
+
+    def _on_prepare(self, now: float, sender: NodeId, message: Prepare) -> None:
+        if message.ballot.proposer != sender:
+            self.counters["prepare_bad_ballot"] += 1
+            return
+        if message.term <= self.latest_term:
+            self._answer_behind(sender, message.term)
+            return
+        if message.term > self.latest_term + 1 and message.base is not None:
+            self._offer_hub_records(now, [message.base])
+        previous = self._electorate_member(message.term)
+        if previous is None:
+            self.counters["prepare_not_voter"] += 1
+            return
+        acceptor = self._acceptor
+        lease_left = self._binding_lease_left(now, sender, previous)
+        if lease_left > 0 or (acceptor.promised is not None and message.ballot.rank < acceptor.promised.rank):
+            self.counters["prepare_rejected"] += 1
+            self._send(sender, Reject(message.term, message.ballot, acceptor.promised, lease_left))
+            return
+        if acceptor.promised != message.ballot:
+            acceptor.promised = message.ballot
+            self._sign_vote(acceptor)
+        assert acceptor.record is not None
+        self._defer_standing(now)
+        self._send(sender, Promise(acceptor.record))
+
+    def _on_propose(self, now: float, sender: NodeId, message: Propose) -> None:
+        if message.ballot.proposer != sender:
+            self.counters["propose_bad_ballot"] += 1
+            return
+        if message.term <= self.latest_term:
+            self._answer_behind(sender, message.term)
+            return
+        previous = self._electorate_member(message.term)
+        if previous is None:
+            self.counters["propose_not_voter"] += 1
+            return
+        if not self._valid_value(message.value):
+            self.counters["propose_bad_value"] += 1
+            return
+        acceptor = self._acceptor
+        if acceptor.accepted == message.ballot:
+            if acceptor.value != message.value:
+                self.counters["propose_equivocation"] += 1
+                return
+            assert acceptor.record is not None
+            self._send(sender, Accepted(acceptor.record))
+            return
+        lease_left = self._binding_lease_left(now, sender, previous)
+        if lease_left > 0 or (acceptor.promised is not None and message.ballot.rank < acceptor.promised.rank):
+            self.counters["propose_rejected"] += 1
+            self._send(sender, Reject(message.term, message.ballot, acceptor.promised, lease_left))
+            return
+        acceptor.promised = acceptor.accepted = message.ballot
+        acceptor.value = message.value
+        self._sign_vote(acceptor)
+        assert acceptor.record is not None
+        self._defer_standing(now)
+        self._send(sender, Accepted(acceptor.record))
+
+    def _valid_value(self, value: HubValue) -> bool:
+        ledger = self.store.ledger
+        return (
+            len(set(value.council)) == len(value.council)
+            and ledger.is_member(value.hub)
+            and all(ledger.is_member(member) for member in value.council)
+        )
+
+    def _sign_vote(self, acceptor: _Acceptor) -> None:
+        assert acceptor.promised is not None
+        body = VoteBody(acceptor.term, acceptor.promised, acceptor.accepted, acceptor.value)
+        record = make_vote(self.identity, self.store.mesh_id, self._seq(), body)
+        acceptor.record = record
+        self._own_votes = {acceptor.term: record}
+        self._publish(record)
+
+    def _defer_standing(self, now: float) -> None:
+        """Someone is campaigning: give them a round or two before standing too (Raft's timer reset)."""
+        if self._stand_at is not None:
+            pause = 2 * self.config.round_timeout + self._rng.uniform(0.0, self.config.election_jitter)
+            self._stand_at = max(self._stand_at, now + pause)
+
+    def _on_lease_request(self, now: float, sender: NodeId, message: LeaseRequest) -> None:
+        if message.term < self.latest_term:
+            self._answer_behind(sender, message.term + 1)
+            return
+        latest = self.chain.latest
+        if latest is None or message.term != latest.term:
+            self.counters["lease_request_ahead"] += 1
+            return
+        if sender != latest.hub or self.self_id not in latest.council:
+            self.counters["lease_request_refused"] += 1
+            return
+        acceptor = self._acceptor
+        promised_elsewhere = acceptor.promised is not None and acceptor.promised.proposer != sender
+        if acceptor.accepted is not None or promised_elsewhere:
+            # Bound to a candidate for the next term: a lease now could overlap that candidate's.
+            self.counters["lease_request_refused"] += 1
+            return
+        until = now + min(message.lease_s, latest.lease_s)
+        self._lease_promise_until = max(self._lease_promise_until, until)
+        if sender != self.self_id:
+            self._seen_lease_until = until
+        if self._stand_at is not None:
+            jitter = self._rng.uniform(0.0, self.config.election_jitter)
+            self._stand_at = max(self._stand_at, self._lease_promise_until + jitter)
+        self._send(sender, LeaseAck(message.term, message.renewal))
+
+    # ---- proposer (candidate) --------------------------------------------------------------
+
+    def _stand(self, now: float, reconfigure: bool = False) -> None:
+        previous = self.chain.latest
+        if previous is None or self.self_id not in previous.council:
+            self._stand_at = None
+            return
+        if not reconfigure and now < self._lease_promise_until and previous.hub != self.self_id:
+            self._stand_at = self._lease_promise_until + self._rng.uniform(0.0, self.config.election_jitter)
+            return
+        term = previous.term + 1
+        promised = self._acceptor.promised
+        number = max(self._highest_ballot.get(term, 0), promised.number if promised is not None else 0)
+        ballot = Ballot(number + 1, self.self_id)
+        self._highest_ballot[term] = ballot.number
+        value = HubValue(self.self_id, self._choose_council(previous), self.config.lease_s)
+        self._campaign = _Campaign(term, ballot, previous.council, value, now + self.config.round_timeout)
+        self._stand_at = None
+        self.counters["campaigns"] += 1
+        standing = {"term": term, "ballot": ballot.number, "reconfigure": reconfigure}
+        self._effects.append(Event("standing", standing))
+        for member in previous.council:
+            self._send(member, Prepare(term, ballot, previous.record))
+
+    def _abandon(self, now: float, backoff: float) -> None:
+        self._campaign = None
+        latest = self.chain.latest
+        if latest is not None and self.self_id in latest.council:
+            self._stand_at = now + backoff
+        self.counters["campaigns_abandoned"] += 1
+
+    def _current_campaign(
+        self, sender: NodeId, vote: Record, phase: str
+    ) -> tuple[_Campaign, VoteBody] | None:
+        campaign = self._campaign
+        if campaign is None or campaign.phase != phase or sender not in campaign.electorate:
+            return None
+        if vote.author != sender or vote.kind != VOTE or vote.mesh != self.store.mesh_id:
+            self.counters["vote_bad"] += 1
+            return None
+        try:
+            body = vote_body(vote)
+        except WireError:
+            self.counters["vote_bad"] += 1
+            return None
+        if body.term != campaign.term or not verify_record(vote):
+            self.counters["vote_bad"] += 1
+            return None
+        return campaign, body
+
+    def _on_promise(self, now: float, sender: NodeId, message: Promise) -> None:
+        found = self._current_campaign(sender, message.vote, "prepare")
+        if found is None:
+            return
+        campaign, body = found
+        if body.promised != campaign.ballot:
+            return
+        campaign.promises[sender] = body
+        if len(campaign.promises) < campaign.needed:
+            return
+        earlier = [b for b in campaign.promises.values() if b.accepted is not None and b.value is not None]
+        if earlier:
+            chosen = max(earlier, key=lambda b: b.accepted.rank if b.accepted else (0, b""))
+            assert chosen.value is not None
+            campaign.value = chosen.value
+        else:
+            campaign.value = campaign.own_value
+        campaign.phase = "accept"
+        campaign.deadline = now + self.config.round_timeout
+        campaign.rejects.clear()
+        for member in campaign.electorate:
+            self._send(member, Propose(campaign.term, campaign.ballot, campaign.value))
+
+    def _on_accepted(self, now: float, sender: NodeId, message: Accepted) -> None:
+        found = self._current_campaign(sender, message.vote, "accept")
+        if found is None:
+            return
+        campaign, body = found
+        if body.accepted != campaign.ballot or body.value != campaign.value:
+            return
+        campaign.accepts[sender] = message.vote
+        if len(campaign.accepts) < campaign.needed:
+            return
+        assert campaign.value is not None
+        proof = sorted(campaign.accepts.values(), key=lambda r: r.author)
+        record = make_hub_record(
+            self.identity,
+            self.store.mesh_id,
+            self._seq(),
+            HubBody(campaign.term, campaign.value, campaign.ballot, proof),
+        )
+        self._campaign = None
+        self.counters["campaigns_won"] += 1
+        self._publish(record)
+        for member in dict.fromkeys([*campaign.electorate, campaign.value.hub]):
+            if member != self.self_id:
+                self._send(member, Decided([record]))
+        self._offer_hub_records(now, [record])
+
+    def _on_reject(self, now: float, sender: NodeId, message: Reject) -> None:
+        campaign = self._campaign
+        if campaign is None or message.term != campaign.term or message.ballot != campaign.ballot:
+            return
+        if sender not in campaign.electorate:
+            return
+        if message.promised is not None:
+            self._highest_ballot[campaign.term] = max(
+                self._highest_ballot.get(campaign.term, 0), message.promised.number
+            )
+        campaign.rejects.add(sender)
+        campaign.lease_left = max(campaign.lease_left, min(message.lease_left_s, self.config.lease_s))
+        if len(campaign.electorate) - len(campaign.rejects) < campaign.needed:
+            jitter = self._rng.uniform(0.0, self.config.election_jitter)
+            self._abandon(now, backoff=campaign.lease_left + jitter if campaign.lease_left else jitter / 2)
+
+    def _choose_council(self, previous: HubTerm | None) -> list[NodeId]:
+        """Self first, then live sitting members, then the longest-known live members (stable first)."""
+        sitting = set(previous.council) if previous is not None else set()
+        ledger = self.store.ledger
+        others = [node for node in self._live if node != self.self_id and ledger.is_member(node)]
+        others.sort(key=lambda node: (node not in sitting, self._first_seen.get(node, 0.0), node))
+        return [self.self_id, *others[: self.config.council_size - 1]]
+
+    # ---- hub -------------------------------------------------------------------------------
+
+    def _renew(self, now: float) -> None:
+        latest = self.chain.latest
+        assert latest is not None
+        self._renewal += 1
+        self._renewals[self._renewal] = (now, set())
+        for old in [r for r, (sent, _) in self._renewals.items() if sent < now - latest.lease_s]:
+            del self._renewals[old]
+        self._next_renew_at = now + self.config.renew_interval
+        for member in latest.council:
+            self._send(member, LeaseRequest(latest.term, self._renewal, latest.lease_s))
+
+    def _on_lease_ack(self, now: float, sender: NodeId, message: LeaseAck) -> None:
+        latest = self.chain.latest
+        if latest is None or message.term != latest.term or latest.hub != self.self_id:
+            return
+        pending = self._renewals.get(message.renewal)
+        if pending is None or sender not in latest.council:
+            return
+        sent_at, acks = pending
+        acks.add(sender)
+        if len(acks) < majority(len(latest.council)):
+            return
+        del self._renewals[message.renewal]
+        until = sent_at + latest.lease_s * (1 - self.config.drift_margin)
+        if until <= now:
+            return
+        self._lease_until = max(self._lease_until, until)
+        if self._acting_term != latest.term:
+            self._acting_term = latest.term
+            self._last_reconfigure = now
+            self.counters["became_hub"] += 1
+            self._effects.append(Event("became_hub", {"term": latest.term, "council": list(latest.council)}))
+        if self._council_announced < latest.term:
+            self._council_announced = latest.term
+            body = CouncilBody(latest.term, self.self_id, list(latest.council))
+            self._publish(make_council(self.identity, self.store.mesh_id, self._seq(), body))
+            self._effects.append(Event("hub", self._hub_event_data()))
+        if now - self._last_lease_record >= self.config.lease_record_interval:
+            self._last_lease_record = now
+            body_lease = LeaseBody(latest.term, message.renewal, self._lease_until - now)
+            self._publish(make_lease(self.identity, self.store.mesh_id, self._seq(), body_lease))
+
+    def _maybe_reconfigure(self, now: float) -> None:
+        """Replace council members that died or left, by electing this hub into the next term."""
+        latest = self.chain.latest
+        if (
+            latest is None
+            or not self._membership_known
+            or self.acting_term(now) != latest.term
+            or self._campaign is not None
+            or now < self._last_reconfigure + self.config.reconfigure_interval
+        ):
+            return
+        desired = self._choose_council(latest)
+        current = set(latest.council)
+        missing = current - self._live - {self.self_id}
+        grows = len(latest.council) < self.config.council_size and len(desired) > len(latest.council)
+        if (missing or grows) and set(desired) != current:
+            self._last_reconfigure = now
+            self.counters["reconfigurations"] += 1
+            self._stand(now, reconfigure=True)
+
+    def _step_down(self, term: int, reason: str) -> None:
+        self._acting_term = None
+        self.counters[f"stepped_down_{reason}"] += 1
+        self._effects.append(Event("stepped_down", {"term": term, "reason": reason}))

@@ -1,0 +1,186 @@
+"""Which hub records a node believes: the chain of terms from the founder's term 1, each proven by the last.
+
+Term 1 is the genesis founder's, signed by the founder. The hub record of term T > 1 is
+believed only when it carries signed votes of a majority of the council of term T-1,
+all accepting the same ballot and value for term T. Checking term T needs the believed
+record of term T-1, so records that arrive ahead of their predecessor wait here until
+the gap fills; a late joiner verifies the whole chain from its store, oldest first.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from protocols.admission import AdmissionLedger
+from protocols.election_records import HUB, VOTE, HubBody, HubValue, hub_body, majority, vote_body
+from protocols.identity import NodeId
+from protocols.identity import verify as ed25519_verify
+from protocols.record_store import RecordStore
+from protocols.records import Record, Verifier, verify_record
+from protocols.wire import WireError
+
+MAX_PENDING_TERMS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class HubTerm:
+    """One believed term: its hub, its council (the electorate of term + 1) and the record proving it."""
+
+    term: int
+    hub: NodeId
+    council: tuple[NodeId, ...]
+    lease_s: float
+    value: HubValue
+    record: Record
+
+
+class HubChain:
+    """The verified terms of one mesh, oldest first; offers that do not check out are dropped and counted."""
+
+    def __init__(self, mesh_id: bytes, ledger: AdmissionLedger, verify: Verifier = ed25519_verify) -> None:
+        self.mesh_id = mesh_id
+        self._ledger = ledger
+        self._verify = verify
+        self.terms: dict[int, HubTerm] = {}
+        self.latest: HubTerm | None = None
+        self._pending: dict[int, list[Record]] = {}
+        self.counters: Counter[str] = Counter()
+        self.conflicts: list[tuple[Record, Record]] = []
+        """Two believed records of one term with different values: a safety violation, kept as evidence."""
+
+    def offer(self, record: Record) -> list[HubTerm]:
+        """Take in a hub record; return the terms that became believed because of it, oldest first."""
+        if record.kind != HUB or record.mesh != self.mesh_id:
+            self.counters["hub_record_foreign"] += 1
+            return []
+        try:
+            body = hub_body(record)
+        except WireError:
+            self.counters["hub_record_malformed"] += 1
+            return []
+        if body.term in self.terms:
+            self._check_duplicate(record, body)
+            return []
+        next_term = 1 if self.latest is None else self.latest.term + 1
+        if body.term > next_term:
+            if len(self._pending) < MAX_PENDING_TERMS or body.term in self._pending:
+                self._pending.setdefault(body.term, []).append(record)
+            else:
+                self.counters["hub_record_pending_overflow"] += 1
+            return []
+        believed = self._believe(record, body)
+        if believed is None:
+            return []
+        added = [believed]
+        while self.latest is not None and (waiting := self._pending.pop(self.latest.term + 1, None)):
+            progressed = None
+            for candidate in waiting:
+                try:
+                    candidate_body = hub_body(candidate)
+                except WireError:  # pragma: no cover - pending records were decoded once already
+                    continue
+                if progressed is None:
+                    progressed = self._believe(candidate, candidate_body)
+                else:
+                    self._check_duplicate(candidate, candidate_body)
+            if progressed is None:
+                break
+            added.append(progressed)
+        return added
+
+    def load(self, store: RecordStore) -> list[HubTerm]:
+        """Offer every hub record held in `store`, oldest term first."""
+        added: list[HubTerm] = []
+        for record in sorted(store.of_kind(HUB), key=lambda r: r.key):
+            added.extend(self.offer(record))
+        return added
+
+    def check(self, record: Record, body: HubBody) -> bool:
+        """True when `record` proves `body` from the believed term before it (or is the founder term 1)."""
+        if not verify_record(record, self._verify):
+            return False
+        if body.term == 1:
+            founder = self._ledger.founder
+            return (
+                founder is not None
+                and record.author == founder
+                and body.value.hub == founder
+                and not body.proof
+                and len(set(body.value.council)) == len(body.value.council)
+            )
+        previous = self.terms.get(body.term - 1)
+        if previous is None or len(set(body.value.council)) != len(body.value.council):
+            return False
+        if body.ballot.number < 1:
+            return False
+        electorate = set(previous.council)
+        voters: set[NodeId] = set()
+        for vote in body.proof:
+            if not self._valid_vote(vote, body, electorate) or vote.author in voters:
+                self.counters["hub_proof_bad_vote"] += 1
+                return False
+            voters.add(vote.author)
+        return len(voters) >= majority(len(previous.council))
+
+    def _valid_vote(self, vote: Record, body: HubBody, electorate: set[NodeId]) -> bool:
+        if vote.kind != VOTE or vote.mesh != self.mesh_id or vote.author not in electorate:
+            return False
+        try:
+            cast = vote_body(vote)
+        except WireError:
+            return False
+        return (
+            cast.term == body.term
+            and cast.accepted == body.ballot
+            and cast.value == body.value
+            and verify_record(vote, self._verify)
+        )
+
+    def _believe(self, record: Record, body: HubBody) -> HubTerm | None:
+        if not self.check(record, body):
+            self.counters["hub_record_rejected"] += 1
+            return None
+        believed = HubTerm(
+            body.term, body.value.hub, tuple(body.value.council), body.value.lease_s, body.value, record
+        )
+        self.terms[body.term] = believed
+        self.latest = believed
+        self.counters["hub_terms_believed"] += 1
+        for stale in [term for term in self._pending if term <= body.term]:
+            del self._pending[stale]
+        return believed
+
+    def _check_duplicate(self, record: Record, body: HubBody) -> None:
+        """A second record for a believed term: fine if it decides the same value, evidence if not."""
+        known = self.terms[body.term]
+        if known.record.signature == record.signature or body.value == known.value:
+            return
+        proven = self.check(record, body)
+        if proven:
+            self.counters["hub_conflicts"] += 1
+            self.conflicts.append((known.record, record))
+
+
+def verify_hub_record(record: Record, store: RecordStore) -> bool:
+    """True when `record` is a hub record proven by the chain of hub records held in `store`.
+
+    Stateless and O(terms): a node keeps a `HubChain` instead; this is for one-off checks.
+    """
+    try:
+        body = hub_body(record)
+    except WireError:
+        return False
+    if record.kind != HUB or record.mesh != store.mesh_id:
+        return False
+    chain = HubChain(store.mesh_id, store.ledger)
+    for held in sorted(store.of_kind(HUB), key=lambda r: r.key):
+        try:
+            if hub_body(held).term >= body.term:
+                continue
+        except WireError:
+            continue
+        chain.offer(held)
+    if body.term > 1 and (chain.latest is None or chain.latest.term != body.term - 1):
+        return False
+    return chain.check(record, body)

@@ -1,21 +1,27 @@
-"""`ileices demo`: found a mesh on this machine, then watch a simulated mesh of its size run.
+"""`ileices demo`: a real three-node mesh on this machine, then a simulated mesh under churn.
 
-The first thing a new user runs (the README's first command): it shows, in under a
-minute, the real pieces that exist today — identity and genesis on disk, and the same
-membership and dissemination cores a node runs, driven by the simulator under churn.
+The first thing a new user runs (the README's first command). It founds a mesh, starts
+three real nodes on loopback (libp2p over QUIC) that join with invite tokens, shows
+them converge, stops one and shows the others notice; then runs the simulator, which
+drives the very same membership and dissemination cores for a few hundred nodes.
 """
 
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 
+import trio
 from rich.console import Console
+from rich.table import Table
 
 from bootstrap.simulate_command import print_summary
-from mesh.data_dir import DataDir, DataDirError, found_mesh
+from mesh.data_dir import DataDir, DataDirError, found_mesh, prepare_joiner
+from mesh.node import Node, NodeError
+from protocols.invite import decode_token
 from simulations.run import run_simulation
-from simulations.scenario import build_scenario
+from simulations.scenario import ScenarioError, build_scenario
 
 
 def run_demo(data_dir: Path | None, nodes: int, duration: str, seed: int) -> int:
@@ -28,8 +34,10 @@ def run_demo(data_dir: Path | None, nodes: int, duration: str, seed: int) -> int
             store = directory.load_store(database)
         finally:
             database.close()
-        console.print(f"[bold]1.[/bold] using the node already in {path}: "
-                      f"{len(store)} records, mesh {store.mesh_id.hex()[:16]}")
+        console.print(
+            f"[bold]1.[/bold] using the node already in {path}: "
+            f"{len(store)} records, mesh {store.mesh_id.hex()[:16]}"
+        )
     else:
         try:
             founded = found_mesh(path, name="demo mesh")
@@ -38,14 +46,81 @@ def run_demo(data_dir: Path | None, nodes: int, duration: str, seed: int) -> int
             return 1
         console.print(f"[bold]1.[/bold] founded mesh [cyan]{founded.mesh_id.hex()[:16]}[/cyan] in {path}")
         console.print(f"   node id {founded.node_id.hex()}  (key in {directory.key_file}, mode 0600)")
+    console.print("[bold]2.[/bold] starting a real mesh of three nodes on loopback (QUIC):")
+    failure: list[BaseException] = []
+    try:
+        trio.run(_real_mesh, path, console)
+    except* NodeError as group:
+        failure.extend(group.exceptions)
+    if failure:
+        console.print(f"[red]error:[/red] {failure[0]}")
+        return 1
     console.print(
-        f"[bold]2.[/bold] simulating {nodes} nodes for {duration} of virtual time with churn, "
+        f"[bold]3.[/bold] simulating {nodes} nodes for {duration} of virtual time with churn, "
         "running the real membership and dissemination cores:"
     )
-    scenario = build_scenario(nodes=nodes, duration=duration, churn="5%/min", loss="1%", seed=seed)
+    try:
+        scenario = build_scenario(nodes=nodes, duration=duration, churn="5%/min", loss="1%", seed=seed)
+    except ScenarioError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
     report = run_simulation(scenario, progress=True)
     print_summary(report, console, None)
     ok = all(entry["ok"] for entry in report.invariants.values())
     console.print("[green]every invariant held[/green]" if ok else "[red]an invariant failed[/red]")
     console.print("Next: `ileices simulate --nodes 1000 --duration 10m --churn 5%/min --out report/`")
     return 0 if ok else 1
+
+
+async def _real_mesh(founder_dir: Path, console: Console) -> None:
+    founder = Node(DataDir(founder_dir))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(founder.run)
+        nodes = [founder]
+        for name in ("friend-1", "friend-2"):
+            token = founder.make_invite(ttl_s=600, uses=1)
+            console.print(f"   invite for {name}: {token[:40]}...")
+            invite = decode_token(token)
+            joiner_dir = founder_dir.parent / f"{founder_dir.name}-{name}"
+            prepare_joiner(joiner_dir, invite.body.mesh)
+            joiner = Node(DataDir(joiner_dir))
+            await nursery.start(partial(joiner.run, join=invite))
+            nodes.append(joiner)
+        with trio.move_on_after(20):
+            while not await _converged(nodes):
+                await trio.sleep(0.2)
+        await _show(nodes, console, "all three joined")
+        nodes[2].stop()
+        await nodes[2].finished.wait()
+        with trio.move_on_after(20):
+            while not await _sees_left(nodes[:2], nodes[2].node_id):
+                await trio.sleep(0.2)
+        await _show(nodes[:2], console, "friend-2 left (Ctrl-C); the others noticed")
+        for node in nodes[:2]:
+            node.stop()
+
+
+async def _converged(nodes: list[Node]) -> bool:
+    statuses = [await node.status() for node in nodes]
+    digests = {status["state_digest"] for status in statuses}
+    alive = all(
+        sum(member["state"] == "alive" for member in status["members"]) == len(nodes) for status in statuses
+    )
+    return len(digests) == 1 and alive
+
+
+async def _sees_left(nodes: list[Node], gone: bytes) -> bool:
+    for node in nodes:
+        states = {m["node_id"]: m["state"] for m in (await node.status())["members"]}
+        if states.get(gone.hex()) not in ("left", "dead"):
+            return False
+    return True
+
+
+async def _show(nodes: list[Node], console: Console, title: str) -> None:
+    table = Table("node", "members (state)", "records", "state digest", title=title)
+    for node in nodes:
+        status = await node.status()
+        members = ", ".join(f"{m['node_id'][:6]} {m['state']}" for m in status["members"])
+        table.add_row(status["node_id"][:8], members, str(status["records"]), status["state_digest"][:12])
+    console.print(table)

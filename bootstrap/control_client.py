@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from mesh.control_server import socket_path
+from mesh.control_socket import socket_path
 
 
 class NodeNotRunning(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import signal
@@ -9,7 +10,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import trio
 import typer
@@ -17,21 +18,29 @@ from rich.console import Console
 from rich.table import Table
 
 from bootstrap.control_client import NodeNotRunning, control_request
-from mesh.control_server import ControlError, serve_control
 from mesh.data_dir import DataDir, DataDirError, prepare_joiner
 from mesh.keyfile import KeyFileError
-from mesh.node import DEFAULT_LISTEN, Node, NodeConfig, NodeError
 from mesh.record_database import DatabaseError
 from protocols.invite import Invite, InviteError, check_invite, decode_token
 from simulations.scenario import ScenarioError, parse_duration
+
+if TYPE_CHECKING:
+    from mesh.node import Node
+
+# `mesh.node` (and with it libp2p, ~0.8 s of imports) is imported only by the commands
+# that run a node, so `status`, `invite` and a refused `join` answer quickly.
 
 DataDirOption = Annotated[
     Path, typer.Option("--data-dir", help="The node's directory: key, database and logs live here.")
 ]
 ListenOption = Annotated[
     list[str] | None,
-    typer.Option("--listen", help=f"QUIC multiaddr to listen on (repeatable). Default {DEFAULT_LISTEN}."),
+    typer.Option(
+        "--listen",
+        help="QUIC multiaddr to listen on (repeatable). Default /ip4/127.0.0.1/udp/0/quic-v1.",
+    ),
 ]
+LOCK_FILE = "node.lock"
 LogLevelOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 
 
@@ -55,8 +64,17 @@ def _setup_logging(data_dir: Path, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [file_handler, stderr_handler]
     root.setLevel(numeric)
-    for noisy in ("libp2p", "aioquic", "quic", "multiaddr", "async_service", "root"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    # libp2p configures its own logger when imported (no handlers, no propagation, so its
+    # multi-line stream errors reach stderr raw through logging's last resort): import it
+    # first, then send it and the other networking libraries to the log file only, at
+    # WARNING, so the terminal shows this node's own messages.
+    import libp2p  # noqa: F401
+
+    for noisy in ("libp2p", "aioquic", "quic", "multiaddr", "async_service"):
+        library = logging.getLogger(noisy)
+        library.handlers[:] = [file_handler]
+        library.propagate = False
+        library.setLevel(max(numeric, logging.WARNING))
 
 
 async def _stop_on_signals(node: Node) -> None:
@@ -66,8 +84,11 @@ async def _stop_on_signals(node: Node) -> None:
             return
 
 
-async def _run_node(data_dir: Path, listen: list[str], join: Invite | None) -> None:
-    node = Node(DataDir(data_dir), NodeConfig(listen=listen))
+async def _run_node(data_dir: Path, listen: list[str] | None, join: Invite | None) -> None:
+    from mesh.control_server import serve_control
+    from mesh.node import Node, NodeConfig
+
+    node = Node(DataDir(data_dir), NodeConfig(listen=listen) if listen else NodeConfig())
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(node.run, join=join))
         await nursery.start(serve_control, node)
@@ -82,11 +103,35 @@ async def _run_node(data_dir: Path, listen: list[str], join: Invite | None) -> N
         nursery.cancel_scope.cancel()
 
 
-def _run(data_dir: Path, listen: list[str] | None, join: Invite | None) -> None:
+def _lock_data_dir(data_dir: Path) -> TextIO:
+    """Hold an exclusive lock on DATA_DIR/node.lock for as long as this process runs.
+
+    Two nodes on one data directory would share a key and a database and sign different
+    records with the same seq (an equivocation that gets the node revoked), so the
+    second `up` must fail before it starts anything. The kernel drops the lock when the
+    process dies, SIGKILL included, so a crash never leaves the directory locked.
+    """
+    handle = (data_dir / LOCK_FILE).open("a")
     try:
-        trio.run(_run_node, data_dir, listen or [DEFAULT_LISTEN], join)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        _fail(f"a node is already running on {data_dir}")
+    return handle
+
+
+def _run(data_dir: Path, listen: list[str] | None, join: Invite | None, log_level: str) -> None:
+    from mesh.control_server import ControlError
+    from mesh.node import NodeError
+
+    lock = _lock_data_dir(data_dir)
+    _setup_logging(data_dir, log_level)
+    try:
+        trio.run(_run_node, data_dir, listen, join)
     except* (NodeError, ControlError, DataDirError, KeyFileError, DatabaseError, InviteError) as group:
         _fail("; ".join(str(exc) for exc in _leaves(group)))
+    finally:
+        lock.close()
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -100,8 +145,7 @@ def up(data_dir: DataDirOption, listen: ListenOption = None, log_level: LogLevel
     """Run this node (the founder's, or a member's) until Ctrl-C, then leave gracefully."""
     if not DataDir(data_dir).is_initialised():
         _fail(f"{data_dir} holds no node; found a mesh with `ileices init` or join one with `ileices join`")
-    _setup_logging(data_dir, log_level)
-    _run(data_dir, listen, None)
+    _run(data_dir, listen, None, log_level)
 
 
 def join(
@@ -113,13 +157,28 @@ def join(
     """Join a mesh with an invite token, then keep running as a node (like `up`)."""
     try:
         invite = decode_token(token)
-        check_invite(invite, mesh=None, now=time.time())
+        check_invite(invite, mesh=_mesh_of(data_dir), now=time.time())
         prepare_joiner(data_dir, invite.body.mesh)
     except (InviteError, DataDirError, KeyFileError, DatabaseError) as exc:
         _fail(str(exc))
         return
-    _setup_logging(data_dir, log_level)
-    _run(data_dir, listen, invite)
+    _run(data_dir, listen, invite, log_level)
+
+
+def _mesh_of(data_dir: Path) -> bytes | None:
+    """The mesh a data directory already belongs to (None if it holds no node yet).
+
+    Checked before anything else so that a token of another mesh is reported as the
+    token's problem ("wrong mesh"), whatever else is wrong with it.
+    """
+    directory = DataDir(data_dir)
+    if not directory.is_initialised():
+        return None
+    database = directory.open_database()
+    try:
+        return directory.mesh_id(database)
+    finally:
+        database.close()
 
 
 def _ask(data_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
@@ -192,3 +251,13 @@ def revoke(
         _fail("NODE must be a 64-character hexadecimal node id")
     reply = _ask(data_dir, {"op": "revoke", "node": node, "reason": reason})
     typer.echo(f"revoked {node[:16]} (revocation record seq {reply['seq']})")
+
+
+def note(
+    key: Annotated[str, typer.Argument(help="The note's name; publishing it again replaces it.")],
+    value: Annotated[str, typer.Argument(help="The text (at most 4096 bytes).")],
+    data_dir: DataDirOption,
+) -> None:
+    """Publish a signed note from the running node on DATA_DIR; every member receives it."""
+    reply = _ask(data_dir, {"op": "note", "key": key, "value": value})
+    typer.echo(f"published note {key!r} (record seq {reply['seq']})")

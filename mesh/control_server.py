@@ -67,23 +67,34 @@ async def serve_control(node: Node, *, task_status: TaskStatus[Any] = trio.TASK_
 
 
 async def _serve_one(node: Node, stream: trio.SocketStream) -> None:
-    async with stream:
-        data = b""
-        with trio.move_on_after(10):
-            while not data.endswith(b"\n") and len(data) < MAX_REQUEST_BYTES:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    break
-                data += chunk
-        try:
-            request = json.loads(data)
-            reply = await _dispatch(node, request)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, LimitsError, NodeError) as exc:
-            reply = {"ok": False, "error": str(exc)}
-        except Exception as exc:  # an operator command must never take the node down
-            log.exception("control request failed")
-            reply = {"ok": False, "error": f"internal error: {exc}"}
-        await stream.send_all(json.dumps(reply).encode() + b"\n")
+    # A client that goes away early (a probe from `_claim_socket`, a Ctrl-C'd `status`)
+    # is normal: it must cost nothing but this connection, never the node.
+    try:
+        async with stream:
+            await _answer(node, stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        log.debug("control client went away: %s", exc)
+
+
+async def _answer(node: Node, stream: trio.SocketStream) -> None:
+    data = b""
+    with trio.move_on_after(10):
+        while not data.endswith(b"\n") and len(data) < MAX_REQUEST_BYTES:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        return
+    try:
+        request = json.loads(data)
+        reply = await _dispatch(node, request)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, LimitsError, NodeError) as exc:
+        reply = {"ok": False, "error": str(exc)}
+    except Exception as exc:  # an operator command must never take the node down
+        log.exception("control request failed")
+        reply = {"ok": False, "error": f"internal error: {exc}"}
+    await stream.send_all(json.dumps(reply).encode() + b"\n")
 
 
 async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from actors.actor import ActorError
 from actors.hardware_daemon import HardwareDaemon, HardwareDaemonConfig
 from actors.protocol_actor import Command, Inbound, ProtocolActor
 from actors.supervisor import ChildSpec, Strategy, Supervisor
@@ -28,7 +29,7 @@ from mesh.data_dir import DataDir
 from mesh.libp2p_transport import Libp2pTransport
 from mesh.peer_sender import PeerSender
 from mesh.record_database import RecordDatabase
-from mesh.transport import JOIN_PROTOCOL, Transport, TransportError
+from mesh.transport import JOIN_PROTOCOL, PeerUnreachable, RequestTimeout, Transport, TransportError
 from protocols.admission_records import (
     ADMISSION,
     ADMISSION_KINDS,
@@ -63,6 +64,7 @@ DEFAULT_LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
 NOTE = "note"
 """Record kind of an operator's note: a small signed key/value any member may publish."""
 MAX_NOTE_BYTES = 4096
+DIRECT_PUSH_BELOW = 32
 ACCEPTANCE_LOG_SIZE = 4096
 """How many recent (author, kind, key) acceptance times `lookup` remembers."""
 JOIN_STARTER_KINDS = ADMISSION_KINDS | {MANIFEST}
@@ -79,7 +81,12 @@ class NodeError(Exception):
 class NodeConfig:
     listen: list[str] = field(default_factory=lambda: [DEFAULT_LISTEN])
     membership: MembershipConfig = field(default_factory=MembershipConfig)
-    dissemination: DisseminationConfig = field(default_factory=DisseminationConfig)
+    dissemination: DisseminationConfig = field(
+        # Meshes of friends and coworkers are small: there, an author's direct push to
+        # every live peer is both faster (one hop) and cheaper (n - 1 messages instead of
+        # about 3n) than forward-once gossip (see `DisseminationConfig.direct_push_below`).
+        default_factory=lambda: DisseminationConfig(direct_push_below=DIRECT_PUSH_BELOW)
+    )
     hardware: HardwareDaemonConfig = field(default_factory=HardwareDaemonConfig)
     call_timeout: float = 10.0
     leave_grace: float = 1.0
@@ -99,7 +106,7 @@ class Node:
         self._stop = trio.Event()
         self.finished = trio.Event()
         self._manifest_details: dict[str, Any] = {}
-        self._accepted_at: OrderedDict[tuple[bytes, str, str], tuple[int, float]] = OrderedDict()
+        self._accepted_at: OrderedDict[tuple[bytes, str, str], tuple[int, float, str]] = OrderedDict()
         self.counters: Counter[str] = Counter()
         """Inbound input this node dropped (malformed, mailbox full), shown by `status`."""
         self.started_at = time.time()
@@ -214,8 +221,24 @@ class Node:
         return self._supervisor.ref(name)
 
     async def call_core(self, name: str, action: Any) -> Any:
-        """Run `action(core, now)` inside actor `name` ("membership" or "dissemination")."""
-        return await self._actor(name).call(Command(action), timeout=self.config.call_timeout)
+        """Run `action(core, now)` inside actor `name` ("membership" or "dissemination").
+
+        A `NodeError` or `InviteError` the action raises is a refusal, not a crash: it is
+        carried out of the actor and raised here. Raised inside, it would crash and
+        restart the actor, and a handful of bad join requests would exhaust the
+        supervisor's restart intensity and take the whole node down.
+        """
+
+        def guarded(core: Any, now: float) -> Any:
+            try:
+                return action(core, now)
+            except (NodeError, InviteError) as exc:
+                return _Refusal(exc)
+
+        result = await self._actor(name).call(Command(guarded), timeout=self.config.call_timeout)
+        if isinstance(result, _Refusal):
+            raise result.error
+        return result
 
     # ---- inbound ------------------------------------------------------------------------------
 
@@ -248,6 +271,9 @@ class Node:
         except (WireError, InviteError, NodeError) as exc:
             log.info("join from %s refused: %s", peer.hex()[:12], exc)
             return encode(JoinReply(False, str(exc)))
+        except ActorError as exc:
+            log.warning("join from %s failed inside this node: %s", peer.hex()[:12], exc)
+            return encode(JoinReply(False, f"the inviter could not admit you just now ({exc}); try again"))
         if request.addresses:
             try:
                 await self.transport.connect(peer, list(request.addresses))
@@ -298,9 +324,11 @@ class Node:
             assert database is not None
             await trio.to_thread.run_sync(database.save_records, accepted, purged, clock)
         durable_at = time.time()
+        for event in events:
+            if event.name == "accepted":
+                self._remember_acceptance(event.data["record"], durable_at, str(event.data["via"]))
         membership = self._actor("membership")
         for record in accepted:
-            self._remember_acceptance(record, durable_at)
             if record.kind == ADMISSION:
                 member = admission_body(record).member
                 membership.try_send(Command(_adder(member)))
@@ -318,9 +346,9 @@ class Node:
             live = await self._live_members()
             self._actor("dissemination").try_send(Command(lambda core, now: core.set_peers(live)))
 
-    def _remember_acceptance(self, record: Record, at: float) -> None:
+    def _remember_acceptance(self, record: Record, at: float, via: str) -> None:
         slot = record.slot
-        self._accepted_at[slot] = (record.seq, at)
+        self._accepted_at[slot] = (record.seq, at, via)
         self._accepted_at.move_to_end(slot)
         if len(self._accepted_at) > ACCEPTANCE_LOG_SIZE:
             self._accepted_at.popitem(last=False)
@@ -339,10 +367,12 @@ class Node:
             await self.transport.connect(inviter, list(invite.body.addresses))
             request = JoinRequest(invite, self._public_addresses())
             reply = decode(await self.transport.request(inviter, JOIN_PROTOCOL, encode(request)), JoinReply)
-        except TransportError as exc:
+        except (PeerUnreachable, RequestTimeout) as exc:
             raise NodeError(
                 f"cannot reach the inviter at {', '.join(invite.body.addresses)}: {exc}"
             ) from None
+        except (TransportError, WireError) as exc:
+            raise NodeError(f"the inviter could not answer the join request: {exc}") from None
         if not reply.admitted:
             raise NodeError(f"the inviter refused: {reply.problem}")
         result = self.store.merge(reply.records)
@@ -374,6 +404,8 @@ class Node:
         """Author a record (`make(seq) -> Record`), persist it, then gossip it; returns it."""
 
         def author(core: DisseminationCore, now: float) -> Record:
+            if not core.store.ledger.is_member(self.node_id):
+                raise NodeError("this node is not a member of the mesh (never admitted, or revoked)")
             record: Record = make(core.store.highest_seq(self.node_id) + 1)
             if not core.publish(now, record):
                 raise NodeError(f"this node's store refused its own {record.kind} record")
@@ -429,7 +461,8 @@ class Node:
         return await self.publish(lambda seq: sign_record(self.identity, mesh, NOTE, key, seq, body))
 
     def lookup(self, author: NodeId, kind: str, key: str) -> dict[str, Any] | None:
-        """The current record in a slot and, if it arrived recently, when it became durable here.
+        """The current record in a slot and, if it arrived recently, when it became durable here
+        and how it came (`local`, `push` or `sync`, i.e. anti-entropy).
 
         `accepted_at` (wall clock) is what lets a benchmark on one machine measure how long
         a record took to reach every node without polling error.
@@ -438,10 +471,12 @@ class Node:
         if record is None:
             return None
         seen = self._accepted_at.get(record.slot)
+        recent = seen is not None and seen[0] == record.seq
         return {
             "seq": record.seq,
             "body_bytes": len(record.body),
-            "accepted_at": seen[1] if seen is not None and seen[0] == record.seq else None,
+            "accepted_at": seen[1] if seen is not None and recent else None,
+            "via": seen[2] if seen is not None and recent else None,
         }
 
     async def status(self) -> dict[str, Any]:
@@ -483,6 +518,13 @@ class Node:
                 },
             },
         }
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """An expected refusal raised inside an actor's command, carried out as a value."""
+
+    error: NodeError | InviteError
 
 
 def _adder(member: NodeId) -> Any:

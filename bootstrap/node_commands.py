@@ -227,6 +227,7 @@ def status(
     console = Console()
     console.print(f"node [cyan]{document['node_id'][:16]}[/cyan] in mesh {document['mesh_id'][:16]}")
     console.print(f"records: {document['records']}   state digest: {document['state_digest'][:16]}")
+    console.print(_hub_line(document.get("hub")))
     table = Table("member", "state", "addresses")
     for member in document["members"]:
         colour = {"alive": "green", "suspect": "yellow", "dead": "red"}.get(member["state"], "white")
@@ -236,6 +237,23 @@ def status(
     console.print(table)
     clock = ", ".join(f"{author[:8]}:{seq}" for author, seq in document["clock"].items())
     console.print(f"clock: {clock}")
+
+
+def _hub_line(hub: dict[str, Any] | None) -> str:
+    """One line on the elected hub: who, which term, its council, and how long its lease runs."""
+    if hub is None:
+        return "hub: none known yet"
+    lease = hub["lease_expires_in_s"]
+    if lease is None:
+        lease_text = "lease: not heard"
+    elif lease >= 0:
+        lease_text = f"lease: {lease:.1f}s left"
+    else:
+        lease_text = f"lease: last heard one ran out {-lease:.1f}s ago"
+    council = ", ".join(member[:8] for member in hub["council"])
+    here = " [green](this node, acting)[/green]" if hub.get("acting_here") else ""
+    who = f"hub: [cyan]{hub['node_id'][:16]}[/cyan]{here}   term {hub['term']}"
+    return f"{who}   council: {council}   {lease_text}"
 
 
 def revoke(

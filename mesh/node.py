@@ -1,8 +1,9 @@
 """A running node: transport, record store with persistence, and its supervised protocol actors.
 
 `Node.run` owns everything it starts: the transport, one nursery for in-flight sends,
-and a one_for_one supervisor over the membership and dissemination actors. Leaving
-`run` (Ctrl-C, `stop()`) announces a graceful leave, then closes it all.
+and a one_for_one supervisor over the membership, dissemination and election actors
+(plus, while this node is the elected hub, the hub role's subtree). Leaving `run`
+(Ctrl-C, `stop()`) announces a graceful leave, then closes it all.
 
 Addresses travel in manifest records; admission decides who may speak anything but the
 join protocol; records are acknowledged (over the wire and to local callers) only after
@@ -24,11 +25,13 @@ import trio
 from actors.actor import ActorError
 from actors.hardware_daemon import HardwareDaemon, HardwareDaemonConfig
 from actors.protocol_actor import Command, Inbound, ProtocolActor
-from actors.supervisor import ChildSpec, Strategy, Supervisor
+from actors.supervisor import ChildSpec, Strategy, Supervisor, SupervisorError
 from mesh.data_dir import DataDir
+from mesh.hub_role import ADMISSIONS_CHILD, HUB_CHILD, HubAdmit, HubContext, HubRefusal, hub_supervisor
 from mesh.libp2p_transport import Libp2pTransport
 from mesh.peer_sender import PeerSender
 from mesh.record_database import RecordDatabase
+from mesh.seq_allocator import SeqAllocator
 from mesh.transport import JOIN_PROTOCOL, PeerUnreachable, RequestTimeout, Transport, TransportError
 from protocols.admission_records import (
     ADMISSION,
@@ -41,8 +44,19 @@ from protocols.admission_records import (
 from protocols.dissemination import DisseminationConfig, DisseminationCore
 from protocols.dissemination_messages import DisseminationMessage
 from protocols.effects import Event
+from protocols.election import ElectionCore
+from protocols.election_config import ElectionConfig
+from protocols.election_messages import ElectionMessage
 from protocols.identity import NodeId, NodeIdentity
-from protocols.invite import Invite, InviteError, check_invite, check_uses, create_invite, encode_token
+from protocols.invite import (
+    HubContact,
+    Invite,
+    InviteError,
+    check_invite,
+    check_uses,
+    create_invite,
+    encode_token,
+)
 from protocols.join_messages import JoinReply, JoinRequest
 from protocols.manifest import MANIFEST, NodeManifest, make_manifest, manifest_body
 from protocols.membership import MembershipCore, MemberState
@@ -59,12 +73,14 @@ log = logging.getLogger(__name__)
 
 MEMBERSHIP_PROTOCOL = "/ileices/membership/1"
 RECORDS_PROTOCOL = "/ileices/records/1"
+ELECTION_PROTOCOL = "/ileices/election/1"
 SOFTWARE_VERSION = "0.1.0"
 DEFAULT_LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
 NOTE = "note"
 """Record kind of an operator's note: a small signed key/value any member may publish."""
 MAX_NOTE_BYTES = 4096
 DIRECT_PUSH_BELOW = 32
+LEASE_RECORD_INTERVAL = 30.0
 ACCEPTANCE_LOG_SIZE = 4096
 """How many recent (author, kind, key) acceptance times `lookup` remembers."""
 JOIN_STARTER_KINDS = ADMISSION_KINDS | {MANIFEST}
@@ -87,6 +103,13 @@ class NodeConfig:
         # about 3n) than forward-once gossip (see `DisseminationConfig.direct_push_below`).
         default_factory=lambda: DisseminationConfig(direct_push_below=DIRECT_PUSH_BELOW)
     )
+    election: ElectionConfig = field(
+        # Lease records only inform nodes outside the council (council members hear every
+        # renewal), and each one is a record every node stores and syncs; one every 30 s
+        # instead of every second keeps that stream negligible and the record set still
+        # between renewals, which is what status comparisons across nodes rely on.
+        default_factory=lambda: ElectionConfig(lease_record_interval=LEASE_RECORD_INTERVAL)
+    )
     hardware: HardwareDaemonConfig = field(default_factory=HardwareDaemonConfig)
     call_timeout: float = 10.0
     leave_grace: float = 1.0
@@ -102,6 +125,7 @@ class Node:
         self._transport: Transport | None = None
         self._sender: PeerSender | None = None
         self._supervisor: Supervisor | None = None
+        self._seqs: SeqAllocator | None = None
         self._db_lock = trio.Lock()
         self._stop = trio.Event()
         self.finished = trio.Event()
@@ -149,6 +173,7 @@ class Node:
     ) -> None:
         self._database = self.data_dir.open_database()
         self._store = self.data_dir.load_store(self._database)
+        self._seqs = SeqAllocator(self._store, self.node_id)
         try:
             async with Libp2pTransport.open(self.identity, listen=self.config.listen) as transport:
                 self._transport = transport
@@ -158,6 +183,7 @@ class Node:
                         [
                             ChildSpec("dissemination", self._dissemination_actor),
                             ChildSpec("membership", self._membership_actor),
+                            ChildSpec("election", self._election_actor),
                             ChildSpec("hardware", self._hardware_daemon),
                         ],
                         strategy=Strategy.ONE_FOR_ONE,
@@ -169,6 +195,7 @@ class Node:
                     transport.set_admission_check(self.store.ledger.is_member, [JOIN_PROTOCOL])
                     transport.set_handler(MEMBERSHIP_PROTOCOL, self._serve_membership)
                     transport.set_handler(RECORDS_PROTOCOL, self._serve_records)
+                    transport.set_handler(ELECTION_PROTOCOL, self._serve_election)
                     transport.set_handler(JOIN_PROTOCOL, self._serve_join)
                     if join is not None:
                         await self._join(join)
@@ -195,6 +222,20 @@ class Node:
         core = MembershipCore(self.node_id, random.Random(), self.config.membership)
         return ProtocolActor(core, self._send_membership, self._on_member_events)
 
+    def _election_actor(self) -> ProtocolActor:
+        core = ElectionCore(
+            self.identity, self.store, random.Random(), self.config.election, next_seq=self.next_seq
+        )
+        # Membership reports changes only; a (re)started election needs today's view at once.
+        core.set_live_members(trio.current_time(), self._live_now())
+        return ProtocolActor(core, self._send_election, self._on_election_events)
+
+    def next_seq(self) -> int:
+        """The next seq for a record this node signs: the one allocator everything shares."""
+        if self._seqs is None:
+            raise NodeError("the node is not running")
+        return self._seqs()
+
     def _hardware_daemon(self) -> HardwareDaemon:
         return HardwareDaemon(self.data_dir.path, self._publish_hardware_details, self.config.hardware)
 
@@ -214,6 +255,10 @@ class Node:
     def _send_membership(self, peer: NodeId, message: object) -> None:
         if self._sender is not None:
             self._sender.send(peer, MEMBERSHIP_PROTOCOL, message)
+
+    def _send_election(self, peer: NodeId, message: object) -> None:
+        if self._sender is not None:
+            self._sender.send(peer, ELECTION_PROTOCOL, message)
 
     def _actor(self, name: str) -> Any:
         if self._supervisor is None:
@@ -264,6 +309,17 @@ class Node:
         await self._actor("dissemination").call(Inbound(peer, message), timeout=self.config.call_timeout)
         return b""
 
+    async def _serve_election(self, peer: NodeId, payload: bytes) -> bytes:
+        try:
+            message: object = decode(payload, ElectionMessage)  # type: ignore[arg-type]
+        except WireError:
+            self.counters["malformed_election"] += 1
+            return b""
+        # try_send: Paxos and lease messages tolerate loss (rounds time out and retry).
+        if not self._actor("election").try_send(Inbound(peer, message)):
+            self.counters["election_mailbox_full"] += 1
+        return b""
+
     async def _serve_join(self, peer: NodeId, payload: bytes) -> bytes:
         try:
             request = decode(payload, JoinRequest)
@@ -286,29 +342,158 @@ class Node:
     async def _admit(self, peer: NodeId, request: JoinRequest) -> Record:
         invite = request.invite
         check_invite(invite, mesh=self.store.mesh_id, now=time.time())
-        if invite.body.inviter != self.node_id:
-            raise NodeError("this node did not issue that invite; join through its inviter")
         if self.store.ledger.is_member(peer):
             existing = [r for r in self.store.of_kind(ADMISSION) if admission_body(r).member == peer]
             if existing:
                 return existing[0]
+        if invite.body.inviter == self.node_id:
+            return await self._publish_admission(peer, invite)
+        # Someone else's invite: only the acting hub's admissions duty may take it, and
+        # only while the inviter is away (see protocols/invite.py on what "uses" means then).
+        admissions = self._hub_admissions()
+        if admissions is None:
+            raise NodeError(
+                "this node did not issue that invite and is not the acting hub; join through its inviter"
+            )
+        outcome = await admissions.call(HubAdmit(peer, invite), timeout=self.config.call_timeout)
+        if isinstance(outcome, HubRefusal):
+            raise NodeError(f"this node did not issue that invite; as the hub it refuses: {outcome.reason}")
+        return outcome  # type: ignore[no-any-return]
+
+    async def _publish_admission(self, peer: NodeId, invite: Invite) -> Record:
+        """Count the invite's uses and sign the admission in one step inside the dissemination actor."""
 
         def admit(core: DisseminationCore, now: float) -> Record:
+            # Every admission carrying the invite id counts, whoever signed it: the
+            # inviter's and the hub's admissions draw on the same `uses`.
             used = sum(
                 1
                 for r in core.store.of_kind(ADMISSION)
-                if r.author == self.node_id and admission_body(r).invite_id == invite.body.invite_id
+                if admission_body(r).invite_id == invite.body.invite_id
             )
             check_uses(invite, used)
-            seq = core.store.highest_seq(self.node_id) + 1
             record = make_admission(
-                self.identity, core.store.mesh_id, seq, peer, invite.body.invite_id, time.time()
+                self.identity, core.store.mesh_id, self.next_seq(), peer, invite.body.invite_id, time.time()
             )
             if not core.publish(now, record):
                 raise NodeError("the admission record was refused by this node's own store")
             return record
 
         return await self.call_core("dissemination", admit)  # type: ignore[no-any-return]
+
+    # ---- the hub role ---------------------------------------------------------------------------
+
+    def _child(self, name: str) -> Any:
+        """The running child `name` of the node's supervisor, or None (not started, or gone)."""
+        if self._supervisor is None:
+            return None
+        try:
+            return self._supervisor.child(name)
+        except KeyError:
+            return None
+
+    def _election_core(self) -> ElectionCore | None:
+        child = self._child("election")
+        return child.core if isinstance(child, ProtocolActor) else None  # type: ignore[return-value]
+
+    def _acting_term(self) -> int | None:
+        core = self._election_core()
+        return None if core is None else core.acting_term(trio.current_time())
+
+    def _hub_admissions(self) -> Any:
+        hub = self._child(HUB_CHILD)
+        if not isinstance(hub, Supervisor) or self._acting_term() is None:
+            return None
+        return hub.ref(ADMISSIONS_CHILD)
+
+    def _hub_context(self) -> HubContext:
+        return HubContext(self._acting_term, self._inviter_away, self._hub_publish_admission)
+
+    async def _inviter_away(self, inviter: NodeId) -> bool:
+        def state(core: MembershipCore, now: float) -> str | None:
+            info = core.members().get(inviter)
+            return None if info is None else str(info.state.value)
+
+        seen = await self.call_core("membership", state)
+        return seen in (MemberState.DEAD.value, MemberState.LEFT.value)
+
+    async def _hub_publish_admission(self, peer: NodeId, invite: Invite) -> Record | HubRefusal:
+        try:
+            return await self._publish_admission(peer, invite)
+        except (NodeError, InviteError) as exc:
+            return HubRefusal(str(exc))
+
+    async def _start_hub_role(self, term: int) -> None:
+        supervisor = self._supervisor
+        if supervisor is None or self._child(HUB_CHILD) is not None:
+            return
+        try:
+            await supervisor.start_child(
+                ChildSpec(HUB_CHILD, lambda: hub_supervisor(self._hub_context()), shutdown=None)
+            )
+        except (SupervisorError, ValueError) as exc:
+            log.warning("could not start the hub role for term %d: %s", term, exc)
+            return
+        self.counters["hub_role_started"] += 1
+        log.info("this node is the hub of term %d: hub role started", term)
+
+    async def _stop_hub_role(self, reason: str) -> None:
+        supervisor = self._supervisor
+        if supervisor is None or self._child(HUB_CHILD) is None:
+            return
+        try:
+            await supervisor.terminate_child(HUB_CHILD)
+        except (SupervisorError, KeyError, ValueError) as exc:
+            log.warning("could not stop the hub role: %s", exc)
+            return
+        self.counters["hub_role_stopped"] += 1
+        log.info("hub role stopped (%s)", reason)
+
+    async def _on_election_events(self, events: list[Event]) -> None:
+        for event in events:
+            if event.name == "publish":
+                await self._publish_for_election(event.data["record"])
+            elif event.name == "purged":
+                await self._persist_purge(list(event.data["records"]))
+            elif event.name == "became_hub":
+                await self._start_hub_role(int(event.data["term"]))
+            elif event.name == "stepped_down":
+                await self._stop_hub_role(str(event.data["reason"]))
+            elif event.name == "hub":
+                log.info(
+                    "hub of term %d is %s (council %s)",
+                    event.data["term"],
+                    event.data["hub"].hex()[:12],
+                    ", ".join(member.hex()[:8] for member in event.data["council"]),
+                )
+            elif event.name == "standing":
+                log.info("standing for hub of term %d (ballot %d)", event.data["term"], event.data["ballot"])
+        # A hub role left over from an election actor that crashed while hub (its successor
+        # starts without the lease and may never win it back) is stopped once a newer term
+        # names another hub; its duties were inert meanwhile, as each checks the lease.
+        core = self._election_core()
+        view = None if core is None else core.hub_view()
+        if view is not None and view.hub != self.node_id:
+            await self._stop_hub_role("another node is hub")
+
+    async def _publish_for_election(self, record: Record) -> None:
+        """Store, persist and gossip a record the election signed; awaited, so it is durable before
+        the election's messages drained with it go out (a vote must never be sent undurable)."""
+
+        def publish(core: DisseminationCore, now: float) -> bool:
+            return core.publish(now, record)
+
+        if not await self.call_core("dissemination", publish):
+            self.counters["election_record_refused"] += 1
+            log.warning("this node's store refused its own %s record (seq %d)", record.kind, record.seq)
+
+    async def _persist_purge(self, purged: list[Record]) -> None:
+        if not purged:
+            return
+        async with self._db_lock:
+            database = self._database
+            assert database is not None
+            await trio.to_thread.run_sync(database.save_records, [], purged, {})
 
     # ---- events from the cores ------------------------------------------------------------------
 
@@ -327,6 +512,9 @@ class Node:
         for event in events:
             if event.name == "accepted":
                 self._remember_acceptance(event.data["record"], durable_at, str(event.data["via"]))
+        if accepted and not self._actor("election").try_send(Command(_record_feeder(accepted))):
+            # Rare (1024 batches queued); a restarted election reloads everything from the store.
+            self.counters["election_mailbox_full"] += 1
         membership = self._actor("membership")
         for record in accepted:
             if record.kind == ADMISSION:
@@ -345,6 +533,8 @@ class Node:
         if events and self._supervisor is not None:
             live = await self._live_members()
             self._actor("dissemination").try_send(Command(lambda core, now: core.set_peers(live)))
+            if not self._actor("election").try_send(Command(_live_setter(live))):
+                self.counters["election_mailbox_full"] += 1
 
     def _remember_acceptance(self, record: Record, at: float, via: str) -> None:
         slot = record.slot
@@ -354,41 +544,56 @@ class Node:
             self._accepted_at.popitem(last=False)
 
     async def _live_members(self) -> list[NodeId]:
-        core = self._supervisor.child("membership").core if self._supervisor else None  # type: ignore[union-attr]
-        return list(core.live_members()) if core is not None else []
+        return self._live_now()
+
+    def _live_now(self) -> list[NodeId]:
+        child = self._child("membership")
+        return list(child.core.live_members()) if isinstance(child, ProtocolActor) else []  # type: ignore[attr-defined]
 
     # ---- joining, leaving, publishing -------------------------------------------------------------
 
     async def _join(self, invite: Invite) -> None:
+        """Ask the inviter to admit this node; when it cannot be reached, the hub the invite names."""
         check_invite(invite, mesh=self.store.mesh_id, now=time.time())
-        inviter = invite.body.inviter
+        doors = [(invite.body.inviter, list(invite.body.addresses))]
+        doors += [(hub.node, list(hub.addresses)) for hub in invite.hubs if hub.node != invite.body.inviter]
         started = time.monotonic()
-        try:
-            await self.transport.connect(inviter, list(invite.body.addresses))
-            request = JoinRequest(invite, self._public_addresses())
-            reply = decode(await self.transport.request(inviter, JOIN_PROTOCOL, encode(request)), JoinReply)
-        except (PeerUnreachable, RequestTimeout) as exc:
-            raise NodeError(
-                f"cannot reach the inviter at {', '.join(invite.body.addresses)}: {exc}"
-            ) from None
-        except (TransportError, WireError) as exc:
-            raise NodeError(f"the inviter could not answer the join request: {exc}") from None
-        if not reply.admitted:
-            raise NodeError(f"the inviter refused: {reply.problem}")
+        unreachable: list[str] = []
+        for index, (door, addresses) in enumerate(doors):
+            who = "the inviter" if index == 0 else "the hub"
+            try:
+                await self.transport.connect(door, addresses)
+                request = JoinRequest(invite, self._public_addresses())
+                reply = decode(await self.transport.request(door, JOIN_PROTOCOL, encode(request)), JoinReply)
+            except (PeerUnreachable, RequestTimeout) as exc:
+                unreachable.append(f"{who} at {', '.join(addresses)}: {exc}")
+                continue
+            except (TransportError, WireError) as exc:
+                unreachable.append(f"{who} could not answer the join request: {exc}")
+                continue
+            if not reply.admitted:
+                raise NodeError(f"{who} refused: {reply.problem}")
+            await self._take_join_reply(door, reply, started)
+            return
+        if len(unreachable) == 1 and unreachable[0].startswith("the inviter at"):
+            raise NodeError(f"cannot reach {unreachable[0]}")
+        raise NodeError("cannot reach " + "; nor ".join(unreachable))
+
+    async def _take_join_reply(self, admitter: NodeId, reply: JoinReply, started: float) -> None:
         result = self.store.merge(reply.records)
         async with self._db_lock:
             database = self._database
             assert database is not None
             await trio.to_thread.run_sync(database.save, result)
         if not self.store.ledger.is_member(self.node_id):
-            raise NodeError("the inviter answered, but its records do not admit this node")
+            raise NodeError("the admitting node answered, but its records do not admit this node")
         log.info(
             "admitted by %s in %.0f ms (%d records)",
-            inviter.hex()[:12],
+            admitter.hex()[:12],
             (time.monotonic() - started) * 1000,
             len(reply.records),
         )
-        await self.call_core("membership", lambda core, now: core.join(now, [inviter]))
+        await self.call_core("membership", lambda core, now: core.join(now, [admitter]))
 
     def _public_addresses(self) -> list[str]:
         return self.transport.listen_addrs()[:8]
@@ -406,7 +611,7 @@ class Node:
         def author(core: DisseminationCore, now: float) -> Record:
             if not core.store.ledger.is_member(self.node_id):
                 raise NodeError("this node is not a member of the mesh (never admitted, or revoked)")
-            record: Record = make(core.store.highest_seq(self.node_id) + 1)
+            record: Record = make(self.next_seq())
             if not core.publish(now, record):
                 raise NodeError(f"this node's store refused its own {record.kind} record")
             return record
@@ -430,6 +635,14 @@ class Node:
     # ---- operator actions (control endpoint) -----------------------------------------------------
 
     def make_invite(self, ttl_s: float, uses: int) -> str:
+        """A token naming this node and, as a second door while it is away, the current hub."""
+        hubs: list[HubContact] = []
+        core = self._election_core()
+        view = None if core is None else core.hub_view()
+        if view is not None and view.hub != self.node_id:
+            addresses = self.addresses_of(view.hub)
+            if addresses:
+                hubs.append(HubContact(view.hub, addresses[:8]))
         invite = create_invite(
             self.identity,
             self.store.mesh_id,
@@ -437,8 +650,26 @@ class Node:
             time.time() + ttl_s,
             uses,
             self._public_addresses(),
+            hubs,
         )
         return encode_token(invite)
+
+    def hub_status(self) -> dict[str, Any] | None:
+        """The hub this node believes in, for `status` (None before the founder's first hub record)."""
+        core = self._election_core()
+        view = None if core is None else core.hub_view()
+        if core is None or view is None:
+            return None
+        now = trio.current_time()
+        lease = None if view.lease_expires is None else round(view.lease_expires - now, 3)
+        return {
+            "node_id": view.hub.hex(),
+            "term": view.term,
+            "council": [member.hex() for member in view.council],
+            "lease_expires_in_s": lease,
+            "acting_here": core.acting_term(now) is not None,
+            "counters": dict(core.counters),
+        }
 
     async def revoke(self, member: NodeId, reason: str = "") -> Record:
         if self.store.ledger.founder != self.node_id:
@@ -506,6 +737,7 @@ class Node:
             "records": len(store),
             "clock": {author.hex(): seq for author, seq in store.clock().items()},
             "state_digest": store.state_digest().hex(),
+            "hub": self.hub_status(),
             "volunteer": await self.hardware("status"),
             "listen": self._public_addresses(),
             "counters": {
@@ -514,7 +746,7 @@ class Node:
                 "sender": dict(self._sender.counters) if self._sender else {},
                 "node": dict(self.counters),
                 "mailbox_dropped": {
-                    name: self._actor(name).dropped for name in ("membership", "dissemination")
+                    name: self._actor(name).dropped for name in ("membership", "dissemination", "election")
                 },
             },
         }
@@ -525,6 +757,21 @@ class _Refusal:
     """An expected refusal raised inside an actor's command, carried out as a value."""
 
     error: NodeError | InviteError
+
+
+def _record_feeder(records: list[Record]) -> Any:
+    def feed(core: ElectionCore, now: float) -> None:
+        for record in records:
+            core.on_record(now, record)
+
+    return feed
+
+
+def _live_setter(live: list[NodeId]) -> Any:
+    def set_live(core: ElectionCore, now: float) -> None:
+        core.set_live_members(now, live)
+
+    return set_live
 
 
 def _adder(member: NodeId) -> Any:

@@ -6,12 +6,25 @@ lowercase base32 of the payload followed by Reed-Solomon parity, so a few mistyp
 mangled characters are corrected, and anything worse is detected by a BLAKE2b checksum
 and reported as such rather than sent to a peer.
 
-What "uses" guarantees: only the inviter itself signs admissions for its own invites
-(`mesh` routes a join to the inviter), one at a time, persisting each admission before
-answering, and counts the admissions carrying the invite id in its record store. So at
-most `uses` nodes are ever admitted with one token. When the inviter is away, the join
-is refused ("inviter unreachable") rather than admitted by another member, which is
-what keeps the count exact; the elected hub may take admissions over later.
+What "uses" guarantees. Admissions for one invite are counted over every admission
+record carrying its invite id in the admitting node's store, and each admitting node
+signs them one at a time, persisting each before answering. Two nodes may admit: the
+inviter, always, and the acting hub (lease held), only while its membership says the
+inviter is dead or left; the token lists the hub of the time it was issued (`hubs`,
+unsigned hints: the joiner authenticates whoever answers, and only an admission record
+the ledger accepts lets it in), and the joiner tries the inviter first.
+
+- While one node admits for an invite (the common case: the inviter is up, or it is
+  down and one hub admits), at most `uses` nodes are ever admitted with it, also across
+  restarts (the count comes from records).
+- Each admitting node counts only the admissions it has seen, so when admitters miss
+  each other's admissions (a partition in which the hub's side believes the inviter
+  dead while the inviter keeps admitting on its side, or a hub killed before its
+  admissions spread), each can admit up to `uses`: the bound is `uses` times the number
+  of admitting nodes that did not see each other's admissions, i.e. `2 * uses` for the
+  inviter and one hub in one partition, plus `uses` for each later hub that was elected
+  before the earlier admissions reached it. Leases keep hubs from overlapping in time,
+  but not from missing records.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ PARITY_BYTES = 16  # corrects up to 8 damaged bytes per 255-byte block
 CHECKSUM_BYTES = 4
 SIGNING_DOMAIN = "ileices/invite/v1"
 MAX_ADDRESSES = 8
+MAX_HUB_CONTACTS = 2
 
 _codec = reedsolo.RSCodec(PARITY_BYTES)
 
@@ -69,9 +83,21 @@ class InviteBody(WireStruct, frozen=True):
     addresses: Annotated[list[Address], msgspec.Meta(max_length=MAX_ADDRESSES)]
 
 
+class HubContact(WireStruct, frozen=True):
+    """Where the hub of the time the invite was made listens: a second door when the inviter is away."""
+
+    node: Key32
+    addresses: Annotated[list[Address], msgspec.Meta(max_length=MAX_ADDRESSES)]
+
+
 class Invite(WireStruct, frozen=True):
     body: InviteBody
     signature: Signature
+    hubs: Annotated[list[HubContact], msgspec.Meta(max_length=MAX_HUB_CONTACTS)] = msgspec.field(
+        default_factory=list
+    )
+    """Outside the signed body on purpose: tokens made before hubs existed stay valid, and
+    a forged hint can only send the joiner to a node that cannot admit it."""
 
     def signed_bytes(self) -> bytes:
         return _signed_bytes(self.body)
@@ -88,9 +114,10 @@ def create_invite(
     expires_at: float,
     uses: int,
     addresses: list[str],
+    hubs: list[HubContact] | None = None,
 ) -> Invite:
     body = InviteBody(mesh, inviter.node_id, invite_id, expires_at, uses, addresses[:MAX_ADDRESSES])
-    return Invite(body, inviter.sign(_signed_bytes(body)))
+    return Invite(body, inviter.sign(_signed_bytes(body)), list(hubs or [])[:MAX_HUB_CONTACTS])
 
 
 def encode_token(invite: Invite) -> str:

@@ -95,6 +95,7 @@ class RecordStore:
         self._clock: dict[NodeId, int] = {}
         self._fingerprint = 0
         self._clock_total = 0
+        self._covered: dict[NodeId, set[int]] = {}
         self.evidence: list[tuple[Record, Record]] = []
         self.counters: Counter[Outcome] = Counter()
         self.fence_term = 0
@@ -216,6 +217,8 @@ class RecordStore:
                 return Outcome.MALFORMED
         if current is not None and current is not same_seq:
             self._remove(current)
+            if current.seq > self._clock.get(author, 0):
+                self._covered.setdefault(author, set()).add(current.seq)
         self._current[slot] = record
         held[seq] = record
         self._fingerprint ^= _fingerprint(record)
@@ -283,6 +286,7 @@ class RecordStore:
             if seq > cutoff:
                 self._remove(record)
                 result.purged.append(record)
+        self._covered.pop(author, None)
         if self._clock.get(author, 0) > cutoff:
             self._set_clock(author, cutoff, result)
 
@@ -295,19 +299,30 @@ class RecordStore:
         result.clock_changes[author] = seq
 
     def _advance_clock(self, author: NodeId, seq: int, result: MergeResult) -> None:
-        """A record right after the claimed prefix extends it, and so may held records after it."""
-        if seq == self._clock.get(author, 0) + 1:
+        """A seen-and-superseded seq: extends the claim if next, else is remembered as covered."""
+        claimed = self._clock.get(author, 0)
+        if seq == claimed + 1:
             self._claim_from(author, seq, self._by_author.get(author, {}), result)
+        elif seq > claimed:
+            self._covered.setdefault(author, set()).add(seq)
 
     def _extend_clock(self, author: NodeId, result: MergeResult) -> None:
         claimed = self._clock.get(author, 0)
         held = self._by_author.get(author, {})
-        if claimed + 1 in held:
+        if claimed + 1 in held or claimed + 1 in self._covered.get(author, ()):
             self._claim_from(author, claimed + 1, held, result)
 
     def _claim_from(self, author: NodeId, seq: int, held: dict[int, Record], result: MergeResult) -> None:
-        while seq + 1 in held:
-            seq += 1
+        # Seqs this store saw but no longer holds (superseded, fenced) still count as held:
+        # otherwise the claim would depend on arrival order, and merging twice could move it.
+        covered = self._covered.get(author)
+        if covered:
+            while seq + 1 in held or seq + 1 in covered:
+                seq += 1
+            covered.difference_update([c for c in covered if c <= seq])
+        else:
+            while seq + 1 in held:
+                seq += 1
         self._clock_total += seq - self._clock.get(author, 0)
         self._clock[author] = seq
         result.clock_changes[author] = seq

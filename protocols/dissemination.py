@@ -44,12 +44,12 @@ class DisseminationConfig:
 class DisseminationCore:
     """Sans-IO dissemination for one node: feed it messages and time, drain sends and events.
 
-    A driver calls `tick(now)` once when it starts the core (that schedules the first
-    anti-entropy round), then whenever `next_deadline()` passes.
+        A driver calls `tick(now)` once when it starts the core (that schedules the first
+        anti-entropy round), then whenever `next_deadline()` passes.
 
-    Events: `accepted` (a record entered the store: `{"record", "via", "sender"}`) for the
-    driver to persist and observe, `purged` when a revocation removed records, and `clock`
-(`{"changes": {author: seq}}`) when the store's clock claims moved, to persist them too.
+        Events: `accepted` (a record entered the store: `{"record", "via", "sender"}`) for the
+        driver to persist and observe, `purged` when a revocation removed records, and `clock`
+    (`{"changes": {author: seq}}`) when the store's clock claims moved, to persist them too.
     """
 
     def __init__(
@@ -72,7 +72,9 @@ class DisseminationCore:
 
     def set_peers(self, peers: list[NodeId]) -> None:
         """The live members to gossip with (from membership); self is ignored."""
-        self._peers = [peer for peer in peers if peer != self.self_id]
+        # A C-level copy, not a filtering pass: meshes of thousands refresh this often.
+        # Self, if present, is skipped where peers are picked.
+        self._peers = list(peers)
 
     def publish(self, now: float, record: Record) -> bool:
         """Add a record authored here and push it; False when the store refused it."""
@@ -122,6 +124,8 @@ class DisseminationCore:
         self._next_sync = now + self._jittered_interval()
         if self._peers:
             peer = self._rng.choice(self._peers)
+            if peer == self.self_id:
+                return
             self.counters["sync_rounds"] += 1
             self._send(peer, SyncHello(self.store.state_digest(), self.store.clock_total()))
 
@@ -142,10 +146,12 @@ class DisseminationCore:
         return self.config.anti_entropy_interval * self._rng.uniform(0.9, 1.1)
 
     def _push(self, records: list[Record], exclude: NodeId | None) -> None:
-        candidates = [peer for peer in self._peers if peer != exclude]
-        if not candidates:
+        # Sample two extra and drop the excluded peer and self: O(fanout), not O(peers), per push.
+        peers = self._peers
+        sample = self._rng.sample(peers, min(self.config.fanout + 2, len(peers)))
+        targets = [peer for peer in sample if peer != exclude and peer != self.self_id][: self.config.fanout]
+        if not targets:
             return
-        targets = self._rng.sample(candidates, min(self.config.fanout, len(candidates)))
         message = Push(records)
         for peer in targets:
             self._send(peer, message)
@@ -153,7 +159,8 @@ class DisseminationCore:
     def _push_to_all(self, records: list[Record]) -> None:
         message = Push(records)
         for peer in self._peers:
-            self._send(peer, message)
+            if peer != self.self_id:
+                self._send(peer, message)
 
     def _send(self, peer: NodeId, message: object) -> None:
         self.counters["messages_out"] += 1

@@ -96,6 +96,7 @@ class RecordStore:
         self._fingerprint = 0
         self._clock_total = 0
         self._covered: dict[NodeId, set[int]] = {}
+        self._top_seq: dict[NodeId, int] = {}  # an upper bound on held seqs per author: lets deltas skip
         self.evidence: list[tuple[Record, Record]] = []
         self.counters: Counter[Outcome] = Counter()
         self.fence_term = 0
@@ -221,6 +222,8 @@ class RecordStore:
                 self._covered.setdefault(author, set()).add(current.seq)
         self._current[slot] = record
         held[seq] = record
+        if seq > self._top_seq.get(author, 0):
+            self._top_seq[author] = seq
         self._fingerprint ^= _fingerprint(record)
         result.accepted.append(record)
         if seq == self._clock.get(author, 0) + 1:
@@ -341,10 +344,13 @@ class RecordStore:
         """
         entries: list[AuthorDelta] = []
         budget = max_records
+        top_seq = self._top_seq
         for author, held in self._by_author.items():
             if budget <= 0:
                 break
             theirs = peer_clock.get(author, 0)
+            if top_seq.get(author, 0) <= theirs:
+                continue  # nothing of this author past what the peer claims: skip the scan
             mine = self._clock.get(author, 0)
             seqs = sorted(seq for seq in held if seq > theirs)
             if not seqs:

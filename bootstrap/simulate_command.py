@@ -34,6 +34,12 @@ def simulate(
     ] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="Message loss, e.g. 1%.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed: same seed, same run (default 1).")] = None,
+    kill_hub_every: Annotated[
+        str | None,
+        typer.Option(
+            "--kill-hub-every", help="Crash the acting hub this often, e.g. 3m (it restarts 30s later)."
+        ),
+    ] = None,
     scenario: Annotated[
         Path | None, typer.Option("--scenario", help="TOML scenario file (see docs/simulation.md).")
     ] = None,
@@ -46,7 +52,13 @@ def simulate(
     """Simulate a mesh of many nodes running the real protocol cores under churn."""
     try:
         parsed = build_scenario(
-            nodes=nodes, duration=duration, churn=churn, loss=loss, seed=seed, scenario_file=scenario
+            nodes=nodes,
+            duration=duration,
+            churn=churn,
+            loss=loss,
+            seed=seed,
+            scenario_file=scenario,
+            kill_hub_every=kill_hub_every,
         )
         report = run_simulation(parsed, progress=progress and sys.stderr.isatty())
     except ScenarioError as exc:
@@ -86,6 +98,14 @@ def print_summary(report: Report, console: Console, out: Path | None) -> None:
     table.add_row(
         "failure detection",
         f"p50 {_s(f.get('p50_s'))}, p95 {_s(f.get('p95_s'))}, false positives {f.get('false_positives')}",
+    )
+    h = report.hub
+    table.add_row(
+        "hub",
+        f"{h.get('terms')} terms, max hubs per term {h.get('max_hubs_per_term')}, "
+        f"{h.get('kills')} kills, failover p50 {_s(h.get('failover_p50_s'))} "
+        f"p95 {_s(h.get('failover_p95_s'))}, "
+        f"availability {_pct(h.get('availability'))}",
     )
     table.add_row("digest", report.digest[:16])
     if report.stopped_early:

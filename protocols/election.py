@@ -191,11 +191,14 @@ class ElectionCore:
         self._lease_until = NEVER
         self._acting_term: int | None = None
         self._next_renew_at: float | None = None
+        self._renewing_since = NEVER
+        self._lease_ok_at = NEVER
         self._last_lease_record = NEVER
         self._council_announced = 0
         self._last_reconfigure = NEVER
         # observer
         self._seen_lease_until: float | None = None
+        self._ahead_lease: tuple[NodeId, LeaseRequest] | None = None
         self.chain.load(store)
         if self.chain.latest is not None:
             store.raise_fence(self.chain.latest.term)
@@ -220,7 +223,10 @@ class ElectionCore:
             self._step_down(self._acting_term, "lease_lost")
         if latest.hub == self.self_id:
             if self._next_renew_at is not None and now >= self._next_renew_at:
-                self._renew(now)
+                if self._renewals_futile(now):
+                    self._give_up_renewing()
+                else:
+                    self._renew(now)
             self._maybe_reconfigure(now)
         campaign = self._campaign
         if campaign is not None and now >= campaign.deadline:
@@ -296,6 +302,7 @@ class ElectionCore:
             if latest is not None:  # restarted with a believed term: resume its duties
                 if latest.hub == self.self_id:
                     self._next_renew_at = now
+                    self._renewing_since = now
                 if self.self_id in latest.council:
                     jitter = self._rng.uniform(0.0, self.config.election_jitter)
                     self._stand_at = now + self.config.lease_s + jitter
@@ -367,12 +374,20 @@ class ElectionCore:
         if self._campaign is not None and self._campaign.term <= latest.term:
             self._campaign = None
         self._next_renew_at = now if latest.hub == self.self_id else None
+        self._renewing_since = now
         if self.self_id in latest.council:
             self._stand_at = now + self.config.lease_s + self._rng.uniform(0.0, self.config.election_jitter)
         else:
             self._stand_at = None
         self.counters["terms_learned"] += len(added)
         self._effects.append(Event("hub", self._hub_event_data()))
+        ahead, self._ahead_lease = self._ahead_lease, None
+        if ahead is not None and ahead[1].term == latest.term and ahead[0] == latest.hub:
+            # The new hub's first renewal overtook its hub record (they travel separately):
+            # answer it now instead of making the hub wait a renew interval. The promise
+            # runs from now, later than the hub's send time, so the lease argument holds.
+            self.counters["lease_request_replayed"] += 1
+            self._on_lease_request(now, ahead[0], ahead[1])
 
     def _hub_event_data(self) -> dict[str, Any]:
         view = self.hub_view()
@@ -536,12 +551,18 @@ class ElectionCore:
         latest = self.chain.latest
         if latest is None or message.term != latest.term:
             self.counters["lease_request_ahead"] += 1
+            self._ahead_lease = (sender, message)  # answered if its hub record arrives next
             return
         if sender != latest.hub or self.self_id not in latest.council:
             self.counters["lease_request_refused"] += 1
             return
         acceptor = self._acceptor
-        promised_elsewhere = acceptor.promised is not None and acceptor.promised.proposer != sender
+        promised = acceptor.promised
+        # A promise to this node's own ballot binds nobody once its campaign is abandoned (only
+        # this node proposes under that ballot, and a new campaign prepares afresh); without
+        # this, a member that stood once while the hub was alive refuses renewals for good.
+        own_abandoned = promised is not None and promised.proposer == self.self_id and self._campaign is None
+        promised_elsewhere = promised is not None and promised.proposer != sender and not own_abandoned
         if acceptor.accepted is not None or promised_elsewhere:
             # Bound to a candidate for the next term: a lease now could overlap that candidate's.
             self.counters["lease_request_refused"] += 1
@@ -703,6 +724,7 @@ class ElectionCore:
         if len(acks) < majority(len(latest.council)):
             return
         del self._renewals[message.renewal]
+        self._lease_ok_at = now
         until = sent_at + latest.lease_s * (1 - self.config.drift_margin)
         if until <= now:
             return
@@ -721,6 +743,22 @@ class ElectionCore:
             self._last_lease_record = now
             body_lease = LeaseBody(latest.term, message.renewal, self._lease_until - now)
             self._publish(make_lease(self.identity, self.store.mesh_id, self._seq(), body_lease))
+
+    def _renewals_futile(self, now: float) -> bool:
+        """Not acting, and no majority acknowledged a renewal for two leases: stop renewing.
+
+        Council members bound to a candidate refuse renewals, and the members that do
+        acknowledge them refuse that candidate while their promise runs: with a council
+        split 2 / 2 (one member dead) each side blocks the other for ever. Giving up lets
+        the promises to this hub lapse, so an election (which this node may win again, as
+        a council member) can finish.
+        """
+        since = max(self._lease_ok_at, self._renewing_since)
+        return self._acting_term is None and now - since > 2 * self.config.lease_s
+
+    def _give_up_renewing(self) -> None:
+        self._next_renew_at = None
+        self.counters["renewals_given_up"] += 1
 
     def _maybe_reconfigure(self, now: float) -> None:
         """Replace council members that died or left, by electing this hub into the next term."""

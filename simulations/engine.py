@@ -66,7 +66,8 @@ class Endpoint:
     def on_event(self, now: float, channel: int, event: Event) -> int | None:
         """Hook for in-node wiring between cores; returns a channel whose core it fed.
 
-        The engine flushes that channel once the current outputs are carried out.
+        The engine flushes every channel so returned once the current outputs are carried
+        out (in the order first returned).
         """
         return None
 
@@ -143,7 +144,7 @@ class Engine:
             now = self.now
             last_message: Any = None
             last_payload: bytes | None = None
-            fed: int | None = None
+            fed: list[int] = []
             for output in outputs:
                 if type(output) is Send:
                     # a push hands one message object to several peers: encode it once
@@ -160,12 +161,13 @@ class Engine:
                         tally[1] += len(last_payload)
                 else:
                     touched = endpoint.on_event(now, channel, output)
-                    if touched is not None:
-                        fed = touched
+                    if touched is not None and touched not in fed:
+                        fed.append(touched)
                     for observer in self.observers:
                         observer(now, endpoint.node_id, output)
-            if fed is not None and endpoint.alive:
-                self.flush(endpoint, fed)
+            for channel_fed in fed:
+                if endpoint.alive:
+                    self.flush(endpoint, channel_fed)
         deadline = core.next_deadline()
         if deadline is not None:
             scheduled = endpoint.tick_at[channel]

@@ -6,6 +6,8 @@
   live node that held it (a newer record in the same slot supersedes it, which is fine).
 - `convergence`: once churn, partitions and publishing have stopped, every live node's
   `state_digest()` is equal within the stated bound.
+- `one_hub_per_term` and `no_fenced_record_accepted`: judged by `hub_tracker.HubTracker`,
+  reported through `violate` here so every violation stops the run the same way.
 
 The checker reads the stores directly, not the cores' own reports, so a core that
 misreports (says "accepted" but drops, or accepts silently) is still caught.
@@ -23,7 +25,13 @@ from protocols.identity import NodeId
 from protocols.record_store import RecordStore
 from protocols.records import Record
 
-INVARIANTS = ("no_forged_accepted", "no_acknowledged_loss", "convergence")
+INVARIANTS = (
+    "no_forged_accepted",
+    "no_acknowledged_loss",
+    "convergence",
+    "one_hub_per_term",
+    "no_fenced_record_accepted",
+)
 
 
 @dataclass
@@ -183,6 +191,12 @@ class InvariantChecker:
             f"{now - quiet_since:.1f}s after the mesh went quiet; bound {bound_s:.1f}s",
         )
         return False
+
+    def violate(
+        self, invariant: str, now: float, nodes: list[NodeId], records: list[bytes], detail: str
+    ) -> None:
+        """Record a violation another checker found (the hub invariants) and stop the run."""
+        self._violate(invariant, now, nodes, records, detail)
 
     def _violate(
         self, invariant: str, now: float, nodes: list[NodeId], records: list[bytes], detail: str

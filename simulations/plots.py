@@ -1,8 +1,8 @@
 """PNG plots of a run (matplotlib, Agg backend: no display needed).
 
-Four pictures answer the questions people ask first: did the population behave as the
-scenario said, how fast do records spread, what does it cost on the wire, and how fast
-are crashes noticed.
+Five pictures answer the questions people ask first: did the population behave as the
+scenario said, how fast do records spread, what does it cost on the wire, how fast
+are crashes noticed, and which hub term was acting when.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from simulations.report import Report
 
 
 def write_plots(report: Report, out_dir: Path) -> list[Path]:
-    """Write the four PNGs into `out_dir` and return their paths."""
+    """Write the five PNGs into `out_dir` and return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     series = report.series
     paths: list[Path] = []
@@ -53,7 +53,6 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
 
     fig, ax1 = plt.subplots(figsize=(7, 3.5))
     width = series.bucket_s
-    starts = [i * width for i in range(len(series.bucket_messages))]
     per_node_msgs = [
         m / width / live if live else 0.0
         for m, live in zip(series.bucket_messages, series.bucket_live, strict=False)
@@ -62,6 +61,8 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
         b / width / live if live else 0.0
         for b, live in zip(series.bucket_bytes, series.bucket_live, strict=False)
     ]
+    # a message sent at exactly the end opens one more bucket than the live samples cover
+    starts = [i * width for i in range(len(per_node_msgs))]
     ax1.plot(starts, per_node_msgs, color="tab:blue", label="messages/node/s")
     ax1.set_xlabel("virtual time (s)")
     ax1.set_ylabel("messages per node per second", color="tab:blue")
@@ -80,7 +81,36 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
     ax.set_title("Failure-detection time")
     ax.grid(alpha=0.3)
     paths.append(_save(fig, out_dir / "failure_detection.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    times, terms = hub_term_steps(report.hub.get("timeline", []), report.virtual_seconds)
+    if times:
+        ax.step(times, terms, where="post")
+    ax.set_xlabel("virtual time (s)")
+    ax.set_ylabel("acting hub's term (0: none)")
+    ax.set_title("Hub term over time")
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, out_dir / "hub_term.png"))
     return paths
+
+
+def hub_term_steps(timeline: list[dict[str, object]], end: float) -> tuple[list[float], list[int]]:
+    """The acting term as a step function of time, from the hub timeline (0 while no node acts)."""
+    times: list[float] = [0.0]
+    terms: list[int] = [0]
+    for entry in timeline:
+        at = entry.get("at_s")
+        term = entry.get("term")
+        if not isinstance(at, float | int) or not isinstance(term, int):
+            continue
+        acting = entry.get("event") == "acting"
+        if entry.get("event") == "failover":
+            continue
+        times.append(float(at))
+        terms.append(term if acting else 0)
+    times.append(end)
+    terms.append(terms[-1])
+    return times, terms
 
 
 def _save(fig: Figure, path: Path) -> Path:

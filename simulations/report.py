@@ -59,6 +59,7 @@ class Report:
     invariants: dict[str, dict[str, Any]]
     dissemination: dict[str, Any]
     failure_detection: dict[str, Any]
+    hub: dict[str, Any]
     messages: dict[str, Any]
     churn: dict[str, Any]
     network: dict[str, Any]
@@ -91,6 +92,7 @@ class Report:
             "invariants": self.invariants,
             "dissemination": _rounded(self.dissemination),
             "failure_detection": _rounded(self.failure_detection),
+            "hub": _rounded(self.hub),
             "convergence": _rounded(self.convergence),
             "messages": _rounded(self.messages),
             "churn": self.churn,

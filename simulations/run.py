@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from simulations.analytic import eager_push_t99_s, push_gossip_bound_s
 from simulations.report import Report, Series, peak_rss_mb
 from simulations.scenario import Scenario
+from simulations.sim_node import ElectionFactory
 from simulations.world import StoreFactory, World
 
 _STEP_EVENTS = 20000
@@ -25,11 +26,15 @@ def run_simulation(
     progress: bool = False,
     *,
     store_factory: StoreFactory | None = None,
+    election_factory: ElectionFactory | None = None,
     console: Console | None = None,
 ) -> Report:
     """Simulate `scenario` and return its report; `progress` shows a rich bar on stderr."""
     setup_started = time.perf_counter()
-    world = World(scenario, store_factory=store_factory) if store_factory else World(scenario)
+    if store_factory is None:
+        world = World(scenario, election_factory=election_factory)
+    else:
+        world = World(scenario, store_factory=store_factory, election_factory=election_factory)
     world.bootstrap()
     world.start()
     setup_seconds = time.perf_counter() - setup_started
@@ -97,6 +102,9 @@ def build_report(world: World, wall_seconds: float, setup_seconds: float) -> Rep
         "verify_cache_misses": world.verifier.misses,
         "by_type": {name: {"messages": n, "bytes": b} for name, (n, b) in sorted(engine.by_type.items())},
     }
+    detection = world.detection.summary()
+    p95 = detection.get("p95_s")
+    hub = world.hub.summary(virtual, float(p95) if p95 is not None else None)
     series = Series(
         live_nodes=world.population.samples,
         bucket_s=engine.bucket_s,
@@ -116,7 +124,8 @@ def build_report(world: World, wall_seconds: float, setup_seconds: float) -> Rep
         peak_rss_mb=peak_rss_mb(),
         invariants=world.checker.summary(),
         dissemination=dissemination,
-        failure_detection=world.detection.summary(),
+        failure_detection=detection,
+        hub=hub,
         messages=messages,
         churn={
             "crashes": world.churn.crashes,

@@ -75,12 +75,17 @@ class Scenario:
     events: tuple[TimedEvent, ...] = ()
     membership: dict[str, Any] = field(default_factory=dict)
     dissemination: dict[str, Any] = field(default_factory=dict)
+    election: dict[str, Any] = field(default_factory=dict)
+    kill_hub_every_s: float | None = None
+    """Crash the acting hub this often (until the mesh goes quiet); it restarts 30 s later."""
 
     def __post_init__(self) -> None:
         if self.nodes < 2:
             raise ScenarioError("nodes: need at least 2 nodes")
         if self.duration_s <= 0:
             raise ScenarioError("duration: must be positive")
+        if self.kill_hub_every_s is not None and self.kill_hub_every_s <= 0:
+            raise ScenarioError("kill_hub_every: must be a positive duration")
         for event in self.events:
             if event.at_s > self.duration_s:
                 raise ScenarioError(
@@ -321,7 +326,7 @@ _EVENT_KEYS: dict[str, set[str]] = {
     "join": {"count", "over", "region"},
     "publish": {"count", "over"},
     "forge": {"count", "over"},
-    "kill": {"role"},
+    "kill": {"role", "restart_after"},
 }
 
 
@@ -420,11 +425,11 @@ def scenario_from_mapping(data: dict[str, Any], base: Scenario | None = None) ->
     base = base or Scenario()
     _check_keys(
         data,
-        {"run", "network", "churn", "workload", "events", "membership", "dissemination"},
+        {"run", "network", "churn", "workload", "events", "membership", "dissemination", "election"},
         "scenario",
     )
     run = _table(data, "run")
-    _check_keys(run, {"nodes", "duration", "seed", "settle", "check_interval"}, "run")
+    _check_keys(run, {"nodes", "duration", "seed", "settle", "check_interval", "kill_hub_every"}, "run")
     workload = _table(data, "workload")
     _check_keys(workload, {"publish_rate", "forge_rate"}, "workload")
     events_raw = data.get("events", [])
@@ -432,6 +437,7 @@ def scenario_from_mapping(data: dict[str, Any], base: Scenario | None = None) ->
         raise ScenarioError("events: expected an array of tables ([[events]])")
     membership = _table(data, "membership")
     dissemination = _table(data, "dissemination")
+    election = _table(data, "election")
     seed = run.get("seed", base.seed)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ScenarioError(f"run.seed: expected a whole number, got {seed!r}")
@@ -462,9 +468,23 @@ def scenario_from_mapping(data: dict[str, Any], base: Scenario | None = None) ->
         events=tuple(sorted((_parse_event(i, e) for i, e in enumerate(events_raw)), key=lambda e: e.at_s)),
         membership=dict(membership) or dict(base.membership),
         dissemination=dict(dissemination) or dict(base.dissemination),
+        election=dict(election) or dict(base.election),
+        kill_hub_every_s=(
+            _kill_every(run["kill_hub_every"], "run.kill_hub_every")
+            if "kill_hub_every" in run
+            else base.kill_hub_every_s
+        ),
     )
     _check_regions(scenario)
     return scenario
+
+
+def _kill_every(value: Any, where: str) -> float | None:
+    """A period like `2m`; 0 (or "never") turns periodic hub kills off."""
+    if isinstance(value, str) and value.strip().lower() in ("never", "off"):
+        return None
+    seconds = parse_duration(value, where)
+    return seconds if seconds > 0 else None
 
 
 def build_scenario(
@@ -475,6 +495,7 @@ def build_scenario(
     loss: str | float | None = None,
     seed: int | None = None,
     scenario_file: Path | None = None,
+    kill_hub_every: str | float | None = None,
 ) -> Scenario:
     """CLI entry: a scenario file (if any) first, then the explicit options on top of it."""
     if scenario_file is not None:
@@ -492,6 +513,8 @@ def build_scenario(
         changes["duration_s"] = parse_duration(duration, "--duration")
     if seed is not None:
         changes["seed"] = seed
+    if kill_hub_every is not None:
+        changes["kill_hub_every_s"] = _kill_every(kill_hub_every, "--kill-hub-every")
     if loss is not None:
         changes["network"] = replace(scenario.network, loss=parse_fraction(loss, "--loss"))
     if churn is not None:

@@ -1,20 +1,29 @@
 """One simulated node: identity, seeded RNG, record store and the real protocol cores, wired
 the way a real node's actor shell wires them.
 
-Channel 0 is membership (SWIM), channel 1 is dissemination (push + anti-entropy); each
-channel decodes with the protocol's own decoder. Membership changes feed the
-dissemination core's peer list, as the node's gossip actor does.
+Channel 0 is membership (SWIM), channel 1 is dissemination (push + anti-entropy), channel 2
+is the hub election; each channel decodes with the protocol's own decoder. Membership
+changes feed the dissemination core's peer list and the election's live set; every
+record the store accepts is fed to the election, and the records the election signs are
+published through dissemination, with one seq allocator for both, as in `mesh.node`.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any, cast
 
+from mesh.seq_allocator import SeqAllocator
 from protocols.admission_records import ADMISSION, admission_body
 from protocols.dissemination import DisseminationConfig, DisseminationCore
 from protocols.dissemination_messages import DisseminationMessage, Push
 from protocols.effects import Event
+from protocols.election import ElectionCore
+from protocols.election_config import ElectionConfig
+from protocols.election_messages import ElectionMessage
+from protocols.election_records import HUB
+from protocols.fencing import LEASE
 from protocols.identity import NodeId, NodeIdentity
 from protocols.membership import MembershipConfig, MembershipCore
 from protocols.membership_messages import decode_membership
@@ -25,9 +34,16 @@ from simulations.engine import Endpoint
 
 MEMBERSHIP = 0
 DISSEMINATION = 1
+ELECTION = 2
 
 _DISSEMINATION_UNION: Any = DisseminationMessage
+_ELECTION_UNION: Any = ElectionMessage
 _LIVE_STATES = frozenset({"alive", "suspect"})
+_ELECTION_KINDS = frozenset({HUB, LEASE})
+ElectionFactory = Callable[
+    [NodeIdentity, RecordStore, random.Random, ElectionConfig, Callable[[], int]], ElectionCore
+]
+"""Builds a node's election core (tests plant faulty cores through it)."""
 PEER_REFRESH_S = 5.0
 """Longest the dissemination peer list lags behind membership (see `before_use`)."""
 
@@ -35,6 +51,11 @@ PEER_REFRESH_S = 5.0
 def decode_dissemination(data: bytes) -> DisseminationMessage:
     """Decode one dissemination message (raises `WireError` for anything else)."""
     return cast(DisseminationMessage, decode(data, _DISSEMINATION_UNION))
+
+
+def decode_election(data: bytes) -> object:
+    """Decode one election message (raises `WireError` for anything else)."""
+    return cast(object, decode(data, _ELECTION_UNION))
 
 
 def push_payload(record: Record) -> bytes:
@@ -47,13 +68,17 @@ class SimNode(Endpoint):
 
     __slots__ = (
         "dissemination",
+        "election",
+        "election_dirty",
         "identity",
+        "in_council",
         "live_peers",
         "membership",
         "peer_count",
         "peers_dirty",
         "peers_refreshed_at",
         "rng",
+        "seqs",
         "store",
     )
 
@@ -65,10 +90,13 @@ class SimNode(Endpoint):
         store: RecordStore,
         membership_config: MembershipConfig,
         dissemination_config: DisseminationConfig,
+        election_config: ElectionConfig,
+        election_factory: ElectionFactory | None = None,
     ) -> None:
         self.identity = identity
         self.rng = rng
         self.store = store
+        self.seqs = SeqAllocator(store, identity.node_id)
         self.membership = MembershipCore(
             identity.node_id, random.Random(rng.getrandbits(64)), membership_config
         )
@@ -79,11 +107,17 @@ class SimNode(Endpoint):
         self.peer_count = 0
         self.peers_refreshed_at = -PEER_REFRESH_S
         self.live_peers: dict[NodeId, None] = {}
+        factory = election_factory or ElectionCore
+        self.election = factory(
+            identity, store, random.Random(rng.getrandbits(64)), election_config, self.seqs
+        )
+        self.in_council = self._sits_on_council()  # a restarted node may, from its persisted chain
+        self.election_dirty = False
         super().__init__(
             identity.node_id,
             index,
-            [self.membership, self.dissemination],
-            [decode_membership, decode_dissemination],
+            [self.membership, self.dissemination, self.election],
+            [decode_membership, decode_dissemination, decode_election],
         )
 
     def before_use(self, channel: int, now: float, ticking: bool) -> None:
@@ -109,6 +143,9 @@ class SimNode(Endpoint):
         peers = list(self.live_peers)
         self.peer_count = len(peers)
         self.dissemination.set_peers(peers)
+        if self.election_dirty:
+            self.election_dirty = False
+            self.election.set_live_members(now, peers)
 
     def seed_peers(self, peers: list[NodeId]) -> None:
         """A joining node gossips with its seeds until membership has told it more."""
@@ -119,6 +156,7 @@ class SimNode(Endpoint):
         """Initial mesh: every member is live (mirrors what `add_member` just told membership)."""
         own = self.node_id
         self.live_peers = {node: None for node in members if node != own}
+        self.election_dirty = True
         self.refresh_peers(0.0)
 
     def on_event(self, now: float, channel: int, event: Event) -> int | None:
@@ -126,13 +164,22 @@ class SimNode(Endpoint):
 
         - A newly accepted admission record introduces its member to membership
           (`add_member`), so everyone probes a newcomer even if its sponsor dies.
-        - Membership events maintain the live set handed to dissemination; only entering
-          or leaving it matters: alive <-> suspect flaps do not change who is live
-          (suspects stay gossip partners, as `MembershipCore.live_members` counts them).
+        - Membership events maintain the live set handed to dissemination and the
+          election; only entering or leaving it matters: alive <-> suspect flaps do not
+          change who is live (suspects stay gossip partners, as
+          `MembershipCore.live_members` counts them).
+        - Every accepted record goes to the election (`on_record`) once it is in the
+          store; the records the election signs are published through dissemination.
+
+        Only council members and the hub use the live set (to pick a council and to
+        notice a dead council member), so they get every change at once; every other
+        node gets it with the batched dissemination refresh, which keeps a 1000-node
+        mesh from copying a 1000-member set into 1000 election cores on every death.
         """
         if channel == DISSEMINATION:
             if event.name == "accepted":
                 record = event.data["record"]
+                self.election.on_record(now, record)
                 if record.kind == ADMISSION:
                     try:
                         member = admission_body(record).member
@@ -140,7 +187,12 @@ class SimNode(Endpoint):
                         return None
                     if member != self.node_id and self.membership.add_member(now, member):
                         return MEMBERSHIP
+                    return None
+                # only hub and lease records make the election act; others leave it idle
+                return ELECTION if record.kind in _ELECTION_KINDS else None
             return None
+        if channel == ELECTION:
+            return self._on_election_event(now, event)
         if event.name != "member":
             return None
         data = event.data
@@ -154,7 +206,31 @@ class SimNode(Endpoint):
             else:
                 del self.live_peers[node]
             self.peers_dirty = True
+            if self.in_council:
+                self.election.set_live_members(now, self.live_peers)
+                return ELECTION
+            self.election_dirty = True
         return None
+
+    def _on_election_event(self, now: float, event: Event) -> int | None:
+        name = event.name
+        if name == "publish":
+            self.author(now, event.data["record"])
+            return DISSEMINATION
+        if name == "hub":
+            in_council = self._sits_on_council()
+            if in_council and not self.in_council:
+                self.election.set_live_members(now, self.live_peers)
+                self.election_dirty = False
+                self.in_council = True
+                return ELECTION
+            self.in_council = in_council
+        return None
+
+    def _sits_on_council(self) -> bool:
+        view = self.election.hub_view()
+        own = self.identity.node_id
+        return view is not None and (own in view.council or view.hub == own)
 
     def meet_known_members(self, now: float) -> None:
         """A restarted node tells membership every member its persisted store admits."""
@@ -164,8 +240,8 @@ class SimNode(Endpoint):
                 self.membership.add_member(now, member)
 
     def next_seq(self) -> int:
-        """The seq for this node's next own record: after everything it ever authored."""
-        return self.store.highest_seq(self.node_id) + 1
+        """The seq for this node's next own record: the one allocator the election shares."""
+        return self.seqs()
 
     def author(self, now: float, record: Record) -> bool:
         """Add a record this node authored to its own store and push it (the publish path)."""

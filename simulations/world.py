@@ -19,17 +19,19 @@ from typing import Any
 from protocols.admission_records import make_admission, make_genesis
 from protocols.dissemination import DisseminationConfig
 from protocols.effects import Event
+from protocols.election_config import ElectionConfig
 from protocols.identity import NodeId, NodeIdentity
 from protocols.membership import MembershipConfig, MembershipCore
 from protocols.record_store import RecordStore
 from protocols.records import Record, Verifier, sign_record
 from simulations.churn_model import ChurnModel
 from simulations.engine import Engine
+from simulations.hub_tracker import SAMPLE_S, HubTracker
 from simulations.invariants import InvariantChecker, Violation
 from simulations.metrics import DisseminationTracker, FailureDetectionTracker, PopulationTracker
 from simulations.network_model import NetworkModel
 from simulations.scenario import Scenario, ScenarioError, TimedEvent
-from simulations.sim_node import DISSEMINATION, MEMBERSHIP, SimNode, push_payload
+from simulations.sim_node import DISSEMINATION, MEMBERSHIP, ElectionFactory, SimNode, push_payload
 from simulations.verify_cache import CachedVerifier
 from simulations.workload import Workload
 
@@ -40,6 +42,12 @@ _T_CRASH, _T_LEAVE, _T_JOIN, _T_RESTART, _T_PUBLISH, _T_FORGE, _T_MEMBER = range
 _STATE_CODE = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
 SPOT_CHECK_RECORDS = 16
 """Acknowledged records drawn for each periodic store check (the final check takes all)."""
+HUB_RESTART_AFTER_S = 30.0
+"""A hub crashed by `kill_hub_every` comes back this much later (a rebooted machine)."""
+SIM_ELECTION_DEFAULTS: dict[str, Any] = {"lease_record_interval": 3600.0}
+"""Lease records only tell observers (status) how long the lease has left, and each one is a
+mesh-wide broadcast: the simulator publishes one per hub, not one per 30 s as a real node
+does, so a quiet mesh really is quiet when convergence is checked ([election] overrides)."""
 
 
 def _config(cls: Any, overrides: dict[str, Any], where: str) -> Any:
@@ -58,13 +66,13 @@ def _config(cls: Any, overrides: dict[str, Any], where: str) -> Any:
 class World:
     """Builds the initial mesh and runs churn, workload and timed events against it."""
 
-    def __init__(self, scenario: Scenario, *, store_factory: StoreFactory = RecordStore) -> None:
-        for index, event in enumerate(scenario.events):
-            if event.action == "kill" and event.role == "hub":
-                raise ScenarioError(
-                    f"events[{index}]: kill role 'hub': no hub role in this version "
-                    f"(it arrives with the election core)"
-                )
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        store_factory: StoreFactory = RecordStore,
+        election_factory: ElectionFactory | None = None,
+    ) -> None:
         self.scenario = scenario
         self.membership_config: MembershipConfig = _config(
             MembershipConfig, scenario.membership, "membership"
@@ -72,6 +80,10 @@ class World:
         self.dissemination_config: DisseminationConfig = _config(
             DisseminationConfig, scenario.dissemination, "dissemination"
         )
+        self.election_config: ElectionConfig = _config(
+            ElectionConfig, {**SIM_ELECTION_DEFAULTS, **scenario.election}, "election"
+        )
+        self._election_factory = election_factory
         master = random.Random(scenario.seed)
         self._identity_rng = random.Random(master.getrandbits(64))
         self._node_rng = random.Random(master.getrandbits(64))
@@ -93,6 +105,7 @@ class World:
         self.detection = FailureDetectionTracker()
         self.population = PopulationTracker()
         self.checker = InvariantChecker(self.live_stores, self._violation, self._check_rng)
+        self.hub = HubTracker(self._election_of, lambda node: self._index.get(node, 0), self.checker.violate)
         self.churn = ChurnModel(self, self._churn_rng)
         self.workload = Workload(self, self._workload_rng)
         self.bucket_live: list[float] = []
@@ -140,7 +153,16 @@ class World:
             self._next_index += 1
             self._index[node_id] = index
         rng = random.Random(self._node_rng.getrandbits(64))
-        node = SimNode(identity, index, rng, store, self.membership_config, self.dissemination_config)
+        node = SimNode(
+            identity,
+            index,
+            rng,
+            store,
+            self.membership_config,
+            self.dissemination_config,
+            self.election_config,
+            self._election_factory,
+        )
         self.nodes[node_id] = node
         return node
 
@@ -237,9 +259,47 @@ class World:
         while t < scenario.duration_s:
             self.engine.schedule(t, self._sample_bucket)
             t += self.engine.bucket_s
+        every = scenario.kill_hub_every_s
+        if every is not None:
+            t = every
+            while t < self.quiet_at:
+                self.engine.schedule(t, functools.partial(self.kill_hub, HUB_RESTART_AFTER_S))
+                t += every
+        self.engine.schedule(SAMPLE_S, self._sample_hub)
+
+    def _sample_hub(self) -> None:
+        self.hub.sample(self.now, self)
+        if self.now + SAMPLE_S < self.scenario.duration_s:
+            self.engine.schedule(self.now + SAMPLE_S, self._sample_hub)
+
+    def reaches_majority(self, now: float, node: NodeId) -> bool:
+        """Whether `node` can reach at least half of the live nodes (only partitions cut it off)."""
+        network = self.network
+        if not network.partitioned(now):
+            return True
+        splits = [p for p in network.partitions if p.start <= now < p.end]
+        reached = sum(1 for other in self.live if not any(p.blocks(now, node, other) for p in splits))
+        return 2 * reached >= len(self.live)
+
+    def kill_hub(self, restart_after_s: float | None) -> None:
+        """Crash the node acting as hub now (a `kill role = "hub"` event); it may restart later."""
+        current = self.hub.current_hub(self.now)
+        if current is None:
+            self.hub.kills_skipped += 1
+            return
+        node_id, _ = current
+        self.hub.kills += 1
+        self.crash(node_id, cause="killed")
+        if restart_after_s is not None and self.now + restart_after_s < self.quiet_at:
+            self.engine.schedule(self.now + restart_after_s, functools.partial(self.restart, node_id))
+
+    def _election_of(self, node_id: NodeId) -> Any:
+        node = self.live.get(node_id)
+        return None if node is None else node.election
 
     def _spot_check(self) -> None:
-        self.checker.check_stores(self.now, sample=SPOT_CHECK_RECORDS)
+        if self.checker.check_stores(self.now, sample=SPOT_CHECK_RECORDS):
+            self.hub.scan(self.now, self.live_stores())
 
     def _sample_bucket(self) -> None:
         self.bucket_live.append(float(len(self.live)))
@@ -260,8 +320,8 @@ class World:
 
     def finish(self) -> None:
         """The exhaustive end-of-run store check (if the run was not already stopped)."""
-        if self.engine.stop_reason is None:
-            self.checker.check_stores(self.now)
+        if self.engine.stop_reason is None and self.checker.check_stores(self.now):
+            self.hub.scan(self.now, self.live_stores())
 
     def _violation(self, violation: Violation) -> None:
         self.engine.stop(str(violation))
@@ -287,6 +347,8 @@ class World:
             self._partition(event)
         elif action == "heal":
             self.network.heal(self.now)
+        elif action == "kill":
+            self.kill_hub(event.restart_after_s)
 
     def _partition(self, event: TimedEvent) -> None:
         live = list(self.live)
@@ -305,7 +367,8 @@ class World:
 
     # ---- node lifecycle ----------------------------------------------------------------------
 
-    def crash(self, node_id: NodeId) -> None:
+    def crash(self, node_id: NodeId, cause: str = "crashed") -> None:
+        self.hub.gone(self.now, node_id, cause)
         node = self.live.pop(node_id, None)
         if node is None:
             return
@@ -317,6 +380,7 @@ class World:
         self.population.sample(self.now, len(self.live))
 
     def leave(self, node_id: NodeId) -> None:
+        self.hub.gone(self.now, node_id, "left")
         node = self.live.pop(node_id, None)
         if node is None:
             return
@@ -426,10 +490,22 @@ class World:
             index = self._index.get(member, 0)
             self.engine.trace(_T_MEMBER, self._index.get(node_id, 0), index, _STATE_CODE.get(state, 9))
         elif name == "accepted":
-            rid = event.data["record"].signature
+            record = event.data["record"]
+            rid = record.signature
             self.checker.accepted(now, node_id, rid)
             index = self._index.get(node_id, 0)
             self.dissemination.accepted(rid, index, now)
+            node = self.live.get(node_id)
+            if node is not None:
+                self.hub.accepted(now, node_id, node.store, record)
+        elif name == "became_hub":
+            self.hub.became_hub(now, node_id, int(event.data["term"]))
+        elif name == "stepped_down":
+            self.hub.stepped_down(now, node_id, int(event.data["term"]), str(event.data["reason"]))
+        elif name == "hub":
+            node = self.live.get(node_id)
+            if node is not None:
+                self.hub.believed(now, node_id, node.election)
 
 
 def settle_rumours(core: MembershipCore) -> None:

@@ -32,7 +32,13 @@ def test_ci_scenario_100_nodes_2_minutes_passes_every_invariant(tmp_path: Path) 
     for key in ("nodes", "virtual_seconds", "wall_seconds", "speedup", "seed", "digest", "peak_rss_mb"):
         assert key in data
     assert data["virtual_seconds"] == 120
-    assert set(data["invariants"]) == {"no_forged_accepted", "no_acknowledged_loss", "convergence"}
+    assert set(data["invariants"]) == {
+        "no_forged_accepted",
+        "no_acknowledged_loss",
+        "convergence",
+        "one_hub_per_term",
+        "no_fenced_record_accepted",
+    }
     assert all(entry["ok"] for entry in data["invariants"].values())
     assert data["invariants"]["no_forged_accepted"]["injected"] > 0
     assert data["churn"]["crashes"] + data["churn"]["leaves"] > 0
@@ -47,6 +53,7 @@ def test_ci_scenario_100_nodes_2_minutes_passes_every_invariant(tmp_path: Path) 
         "dissemination_cdf.png",
         "traffic.png",
         "failure_detection.png",
+        "hub_term.png",
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
 

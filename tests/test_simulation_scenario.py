@@ -136,10 +136,17 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         build_scenario(scenario_file=tmp_path / "absent.toml")
 
 
-def test_kill_hub_parses_but_cannot_run_yet() -> None:
-    scenario = scenario_from_toml("[[events]]\nat = '1m'\naction = 'kill'\nrole = 'hub'")
-    with pytest.raises(ScenarioError, match="no hub role in this version"):
-        World(scenario)
+def test_kill_hub_event_and_periodic_kills_parse() -> None:
+    scenario = scenario_from_toml(
+        "[run]\nkill_hub_every = '90s'\n[[events]]\nat = '1m'\naction = 'kill'\nrole = 'hub'\n"
+        "restart_after = '20s'"
+    )
+    assert scenario.kill_hub_every_s == 90.0
+    assert scenario.events[0].role == "hub" and scenario.events[0].restart_after_s == 20.0
+    assert build_scenario(kill_hub_every="2m").kill_hub_every_s == 120.0
+    assert build_scenario(kill_hub_every="0").kill_hub_every_s is None
+    with pytest.raises(ScenarioError, match="election: unknown setting"):
+        World(scenario_from_toml("[election]\nlease = 3.0"))
 
 
 def test_unknown_protocol_setting_is_refused() -> None:

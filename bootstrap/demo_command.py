@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 from rich.console import Console
@@ -18,13 +19,17 @@ from rich.table import Table
 
 from bootstrap.simulate_command import print_summary
 from mesh.data_dir import DataDir, DataDirError, found_mesh, prepare_joiner
-from mesh.node import Node, NodeError
 from protocols.invite import decode_token
 from simulations.run import run_simulation
 from simulations.scenario import ScenarioError, build_scenario
 
+if TYPE_CHECKING:
+    from mesh.node import Node
+
 
 def run_demo(data_dir: Path | None, nodes: int, duration: str, seed: int) -> int:
+    from mesh.node import NodeError  # libp2p is a heavy import: only for commands that run nodes
+
     console = Console(stderr=False)
     path = data_dir or Path(tempfile.mkdtemp(prefix="ileices-demo-"))
     directory = DataDir(path)
@@ -73,6 +78,8 @@ def run_demo(data_dir: Path | None, nodes: int, duration: str, seed: int) -> int
 
 
 async def _real_mesh(founder_dir: Path, console: Console) -> None:
+    from mesh.node import Node
+
     founder = Node(DataDir(founder_dir))
     async with trio.open_nursery() as nursery:
         await nursery.start(founder.run)

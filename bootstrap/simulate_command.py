@@ -16,7 +16,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from simulations.plots import write_plots
 from simulations.report import Report
 from simulations.run import run_simulation
 from simulations.scenario import ScenarioError, build_scenario
@@ -66,6 +65,8 @@ def simulate(
         raise typer.Exit(code=2) from None
     if out is not None:
         report.write(out)
+        from simulations.plots import write_plots  # matplotlib costs ~1 s to import: only when plotting
+
         write_plots(report, out)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))

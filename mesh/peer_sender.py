@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import trio
 
-from mesh.transport import PeerUnreachable, Transport, TransportError
+from mesh.transport import PeerUnreachable, RequestTimeout, Transport, TransportError
 from protocols.identity import NodeId
 from protocols.wire import encode
 
@@ -63,6 +63,14 @@ class PeerSender:
         except PeerUnreachable:
             self._dialled.discard(peer)
             self.counters["unreachable"] += 1
+        except RequestTimeout:
+            # A peer killed and restarted elsewhere leaves a connection that looks open
+            # (QUIC has no keepalive): drop it, so the next send dials the current manifest.
+            self.counters["timed_out"] += 1
+            if peer in self._dialled:
+                self._dialled.discard(peer)
+                with trio.move_on_after(2):
+                    await self._transport.disconnect(peer)
         except TransportError as exc:
             self.counters["failed"] += 1
             log.debug("send to %s on %s failed: %s", peer.hex()[:12], protocol, exc)

@@ -42,6 +42,17 @@ class AdmissionLedger:
         self._admissions_by_author: dict[NodeId, list[tuple[int, NodeId]]] = {}
         self._revocations: dict[NodeId, int] = {}
 
+    def copy(self) -> AdmissionLedger:
+        """An independent ledger in the same state (a store snapshot copies its ledger)."""
+        clone = AdmissionLedger(self.mesh_id)
+        clone.genesis = self.genesis
+        clone._cutoff = dict(self._cutoff)
+        clone._admissions_by_author = {
+            author: list(seqs) for author, seqs in self._admissions_by_author.items()
+        }
+        clone._revocations = dict(self._revocations)
+        return clone
+
     @property
     def founder(self) -> NodeId | None:
         return self.genesis.founder if self.genesis is not None else None

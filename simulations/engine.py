@@ -7,7 +7,11 @@ whole run — a pure function of the seed and the scenario.
 
 Messages are really encoded with `protocols.wire.encode` when sent and decoded with the
 protocol's own decoder on arrival, so byte counts are the real ones and cores see
-exactly what a real node would receive (including the copy a real network makes).
+exactly what a real node would receive. On channels declared `shared`, identical bytes
+decode to one shared message object: a record pushed to a thousand nodes arrives as the
+same bytes a thousand times, and its decoded form is immutable (frozen structs, never
+mutated by a core), so one decoding serves them all and every store holds the same
+record object instead of a thousand equal copies.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from simulations.network_model import NetworkModel
 _DELIVER = 0
 _TICK = 1
 _ACTION = 2
+
+DECODE_CACHE_ENTRIES = 8192
+"""Decoded messages remembered per engine; the cache is emptied when it reaches this size."""
 
 _TRACE_MESSAGE = struct.Struct("<dIIIB")
 _TRACE_EVENT = struct.Struct("<dI")
@@ -75,8 +82,13 @@ class Endpoint:
 class Engine:
     """Runs endpoints' cores on virtual time, carrying their messages through a network model."""
 
-    def __init__(self, network: NetworkModel, *, bucket_s: float = 10.0) -> None:
+    def __init__(
+        self, network: NetworkModel, *, bucket_s: float = 10.0, shared: frozenset[int] = frozenset()
+    ) -> None:
         self.network = network
+        self.shared = shared
+        """Channels whose decoded messages are immutable and may be shared between nodes."""
+        self._decoded: dict[bytes, Any] = {}
         self.now = 0.0
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = itertools.count()
@@ -227,6 +239,8 @@ class Engine:
         buffer = self._trace_buffer
         hasher = self._trace
         pack = _TRACE_MESSAGE.pack
+        shared = self.shared
+        decoded = self._decoded
         processed = 0
         while heap and heap[0][0] <= end and self.stop_reason is None:
             at, _, kind, target, data = pop(heap)
@@ -237,11 +251,17 @@ class Engine:
                 if endpoint is None:
                     continue
                 channel, sender, payload, sender_index = data
-                try:
-                    message = endpoint.decoders[channel](payload)
-                except WireError:
-                    self.malformed_dropped += 1
-                    continue
+                message = decoded.get(payload) if channel in shared else None
+                if message is None:
+                    try:
+                        message = endpoint.decoders[channel](payload)
+                    except WireError:
+                        self.malformed_dropped += 1
+                        continue
+                    if channel in shared:
+                        if len(decoded) >= DECODE_CACHE_ENTRIES:
+                            decoded.clear()
+                        decoded[payload] = message
                 buffer += pack(at, sender_index, endpoint.index, len(payload), channel)
                 if len(buffer) > 65536:
                     hasher.update(buffer)

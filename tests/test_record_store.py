@@ -263,3 +263,27 @@ def test_a_superseded_seq_still_counts_for_the_clock_whatever_the_order() -> Non
         once = store.clock()
         store.merge(order)
         assert store.clock() == once == {founder.node_id: third.seq}
+
+
+def test_a_replica_starts_identical_and_then_lives_its_own_life() -> None:
+    mesh = make_mesh(members=2, seed=14)
+    source = store_of(random_records(MESH, 20, seed=15))
+    replica = fresh_store()
+    replica.replicate(source)
+    assert replica.state_digest() == source.state_digest()
+    assert replica.clock() == source.clock() and replica.clock_total() == source.clock_total()
+    assert replica.ledger.members() == source.ledger.members()
+    assert contents(replica) == contents(source)
+    # writes to either side stay on that side: every container was copied
+    member = MESH.members[0]
+    extra = sign_record(member, MESH.mesh_id, "note", "replica-only", 10_000, b"x")
+    assert replica.add(extra) is Outcome.ACCEPTED
+    assert source.get(member.node_id, "note", "replica-only") is None
+    assert source.state_digest() != replica.state_digest()
+    revoke = make_revocation(MESH.founder, MESH.mesh_id, 10_000, member.node_id, last_valid_seq=1)
+    assert source.add(revoke) is Outcome.ACCEPTED
+    assert replica.ledger.is_member(member.node_id)
+    with pytest.raises(ValueError):
+        replica.replicate(source)  # only an empty store may become a replica
+    with pytest.raises(ValueError):
+        RecordStore(mesh.mesh_id).replicate(source)  # of the same mesh

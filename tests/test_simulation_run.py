@@ -12,6 +12,7 @@ from pathlib import Path
 from simulations.plots import write_plots
 from simulations.run import run_simulation
 from simulations.scenario import build_scenario, scenario_from_toml
+from simulations.world import World
 
 
 def test_same_seed_same_digest_and_different_seed_different_digest() -> None:
@@ -121,3 +122,25 @@ def test_digest_is_the_same_in_another_process_with_another_hash_seed() -> None:
         for hash_seed in ("1", "2")
     }
     assert len(digests) == 1
+
+
+def test_sharing_decoded_dissemination_messages_changes_nothing_but_copies() -> None:
+    """Identical pushed bytes decode to one shared object: the run is the same, the records shared."""
+    scenario = build_scenario(nodes=30, duration="75s", churn="10%/min", seed=8)
+
+    def run(shared: bool) -> tuple[str, int, int]:
+        world = World(scenario)
+        if not shared:
+            world.engine.shared = frozenset()
+        world.bootstrap()
+        world.start()
+        world.engine.run_until(scenario.duration_s)
+        world.finish()
+        held = [record for _, store in world.live_stores() for record in store]
+        return world.engine.digest(), len(held), len({id(record) for record in held})
+
+    digest_shared, held_shared, objects_shared = run(True)
+    digest_copied, held_copied, objects_copied = run(False)
+    assert digest_shared == digest_copied
+    assert held_shared == held_copied
+    assert objects_shared < objects_copied / 5  # each record arrives as one object, not one per node

@@ -309,7 +309,7 @@ class MembershipCore:
             self._left = False
             self._left_at = None
             self._set_self(now, self._incarnation + 1, ALIVE)
-            self._next_probe_at = now + self._rng.random() * self.config.protocol_period
+            self._next_probe_at = now + self._rng.random() * self._period()
             self._start_background(now)
         self._seeds = tuple(seed for seed in dict.fromkeys(seeds) if seed != self.self_id)
         if self._join_retry is not None:
@@ -513,7 +513,7 @@ class MembershipCore:
             self._send(sender, nack)
             return
         seq = self._next_seq()
-        self._schedule(now + self.config.probe_timeout * NACK_FRACTION, _Action.RELAY_TIMEOUT, seq)
+        self._schedule(now + self._timeout() * NACK_FRACTION, _Action.RELAY_TIMEOUT, seq)
         self._relays[seq] = _Relay(sender, message.seq, target)
         self.stats["relays"] += 1
         self._send(target, Ping(seq, self._piggyback(target)))
@@ -735,7 +735,7 @@ class MembershipCore:
         """Conclude the probe of the period that ends now and start the next one."""
         if self._probe_target is not None:
             self._conclude_probe(now)
-        period = self.config.protocol_period * (self._health + 1)
+        period = self._period() * (self._health + 1)
         following = scheduled_at + period
         self._next_probe_at = following if following > now else now + period
         target = self._next_probe_target()
@@ -747,7 +747,7 @@ class MembershipCore:
         self._probe_acked = False
         self._probe_helpers = []
         self._probe_nackers = []
-        self._indirect_at = now + self.config.probe_timeout * (self._health + 1)
+        self._indirect_at = now + self._timeout() * (self._health + 1)
         self.stats["probes"] += 1
         self._send(target, Ping(seq, self._piggyback(target)))
 
@@ -812,7 +812,7 @@ class MembershipCore:
     def _start(self, now: float) -> None:
         """First contact with time: pick a random probe phase and start background timers."""
         self._started = True
-        self._next_probe_at = now + self._rng.random() * self.config.protocol_period
+        self._next_probe_at = now + self._rng.random() * self._period()
         self._start_background(now)
 
     def _start_background(self, now: float) -> None:
@@ -878,7 +878,7 @@ class MembershipCore:
             del self._relays[seq]
             return
         relay.nacked = True
-        linger = self.config.protocol_period - self.config.probe_timeout * NACK_FRACTION
+        linger = self._period() - self._timeout() * NACK_FRACTION
         self._schedule(now + linger, _Action.RELAY_TIMEOUT, seq)
         self._send(relay.requester, Nack(relay.requester_seq, self._piggyback(relay.requester)))
 
@@ -914,6 +914,14 @@ class MembershipCore:
             self._send(seed, PushPull(state, True))
 
     # ----------------------------------------------------------------- bookkeeping
+
+    def _period(self) -> float:
+        """The protocol period for the current mesh size (stretched above `scale_from`)."""
+        return self.config.protocol_period * self.config.time_scale(len(self._live) + 1)
+
+    def _timeout(self) -> float:
+        """The direct-probe timeout for the current mesh size."""
+        return self.config.probe_timeout * self.config.time_scale(len(self._live) + 1)
 
     def _piggyback(self, to: NodeId) -> tuple[MemberUpdate, ...]:
         """Updates for one outgoing message; the recipient's own bad news first (buddy system)."""

@@ -11,7 +11,8 @@ included) and `p` the protocol period:
   `K = suspicion_mult - 2` expected confirmations (0, i.e. `min` at once, when
   `n - 2 < K`); after `C` independent confirmations the timeout, counted from the
   suspicion's start, is `max(min, max - (max - min) * log(C + 1) / log(K + 1))`.
-  Defaults: n <= 10: min 2 s, max 12 s; n = 1000: min 6 s, max 36 s.
+  Defaults: n <= 10: min 2 s, max 12 s; n = 1000: min 12 s, max 72 s (6 s and 36 s
+  before the stretch below).
 - Retransmissions of one update by one node: `retransmit_mult * ceil(log10(n + 1))`
   (SWIM's lambda log n): 8 at n = 10, 16 at n = 1000.
 - Full-state push-pull every `push_pull_interval * (ceil(log2(n) - 5) + 1)` for n > 32
@@ -19,6 +20,13 @@ included) and `p` the protocol period:
 - Probe period and probe timeout are both multiplied by Lifeguard's local health
   multiplier + 1 (0..`max_health`), so an overloaded node slows down instead of
   accusing healthy peers.
+- Above `scale_from` live members, every timing above (probe period, probe timeout,
+  suspicion timeouts) is stretched by `log2(n) / log2(scale_from)`: x1.99 at 1000
+  members (memberlist's LAN figures, 1 s probes and 0.4 s timeouts), x2.46 at 5000.
+  SWIM's probe load per node is constant, but the piggybacked news each node must
+  absorb grows with the mesh (mesh-wide churn x retransmissions per update), and a
+  probe every 0.5 s buys little in a mesh whose suspicion timeout is already 6 s or
+  more: small meshes keep fast detection, big ones halve their background traffic.
 """
 
 from __future__ import annotations
@@ -67,7 +75,12 @@ class MembershipConfig:
     a period or two for a dead node and the buddy-system notice for a live one.
     """
 
+    scale_from: int | None = 32
+    """Live members above which timings stretch by log2(n) / log2(scale_from); None: never."""
+
     def __post_init__(self) -> None:
+        if self.scale_from is not None and self.scale_from < 2:
+            raise ValueError("scale_from must be at least 2, or None")
         if not 0 < self.probe_timeout < self.protocol_period:
             raise ValueError("probe_timeout must be positive and shorter than protocol_period")
         if min(self.indirect_checks, self.leave_fanout, self.suspect_reprobe_fanout) < 0:
@@ -87,9 +100,14 @@ class MembershipConfig:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None")
 
+    def time_scale(self, live_count: int) -> float:
+        """The factor timings are stretched by in a mesh of `live_count` members (1 up to `scale_from`)."""
+        return stretch(self.scale_from, live_count)
+
     def suspicion_bounds(self, live_count: int) -> tuple[float, float, int]:
         """(min timeout, max timeout, expected confirmations K) for `live_count` members."""
-        low = self.suspicion_mult * max(1.0, math.log10(max(1, live_count))) * self.protocol_period
+        period = self.protocol_period * self.time_scale(live_count)
+        low = self.suspicion_mult * max(1.0, math.log10(max(1, live_count))) * period
         high = self.suspicion_max_mult * low
         expected = max(0, int(self.suspicion_mult) - 2)
         if live_count - 2 < expected:
@@ -107,3 +125,10 @@ class MembershipConfig:
         if live_count <= 32:
             return self.push_pull_interval
         return self.push_pull_interval * (math.ceil(math.log2(live_count) - 5.0) + 1)
+
+
+def stretch(scale_from: int | None, live_count: int) -> float:
+    """`log2(n) / log2(scale_from)` above `scale_from` members, else 1: how timings grow with a mesh."""
+    if scale_from is None or live_count <= scale_from:
+        return 1.0
+    return math.log2(live_count) / math.log2(scale_from)

@@ -71,14 +71,18 @@ def eager_push_t99_s(nodes: int, config: DisseminationConfig, scenario: Scenario
     hops = math.log(max(2.0, reached * nodes)) / math.log(config.fanout)
     if reached >= 0.99:
         return hops * hop
-    fill = config.anti_entropy_interval / (2 * reached) * math.log((1 - reached) / 0.01)
+    fill = config.interval_for(nodes) / (2 * reached) * math.log((1 - reached) / 0.01)
     return hops * hop + fill
 
 
 def push_gossip_bound_s(nodes: int, config: DisseminationConfig, scenario: Scenario) -> float:
-    """Time for push gossip with this fanout and interval to reach 99 % of `nodes`."""
+    """Time for push gossip with this fanout and interval to reach 99 % of `nodes`.
+
+    The interval is the one the dissemination core uses in a mesh of `nodes` (the
+    anti-entropy interval, stretched above `scale_from` members).
+    """
     rounds = push_gossip_rounds(nodes, config.fanout)
     latency = scenario.network.latency_median_s + max(
         [scenario.network.inter_region_default_s, *scenario.network.inter_region_s.values()]
     )
-    return rounds * config.anti_entropy_interval + latency
+    return rounds * config.interval_for(nodes) + latency

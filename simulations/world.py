@@ -91,7 +91,7 @@ class World:
         self._workload_rng = random.Random(master.getrandbits(64))
         self._check_rng = random.Random(master.getrandbits(64))
         self.network = NetworkModel(scenario.network, random.Random(master.getrandbits(64)))
-        self.engine = Engine(self.network)
+        self.engine = Engine(self.network, shared=frozenset({DISSEMINATION}))
         self.engine.observers.append(self._observe)
         self.verifier = CachedVerifier()
         self._store_factory = store_factory
@@ -169,8 +169,9 @@ class World:
     def bootstrap(self) -> None:
         """The mesh at t=0: the founder admitted every initial member; all know all.
 
-        Every node's store merges the genesis and every admission record for real
-        (signatures through the shared cache), and every membership core learns the
+        One store merges the genesis and every admission record for real and every
+        node's store starts as a replica of it (`RecordStore.replicate`: the same
+        records, copied containers), and every membership core learns the
         members through `add_member`, the out-of-band path a node uses for admitted
         members; the run then starts from a converged mesh, as a long-running one is.
         """
@@ -182,9 +183,11 @@ class World:
                 make_admission(self._founder, self.mesh_id, seq, identity.node_id, admitted_at=0.0)
             )
         member_ids = [identity.node_id for identity in identities]
+        template = RecordStore(self.mesh_id, self.verifier)
+        template.merge(records)
         for identity in identities:
             store = self._new_store()
-            store.merge(records)
+            store.replicate(template)
             node = self._make_node(identity, store)
             self.network.place(identity.node_id)
             for other in member_ids:
@@ -532,14 +535,12 @@ def convergence_bound_s(
     and the time membership needs to declare the last crashed nodes dead (so partners
     are drawn from live nodes): the Lifeguard suspicion maximum plus two periods.
     """
-    interval = anti_entropy_interval_s(dissemination)
+    interval = dissemination.interval_for(nodes)
     latency = scenario.network.latency_median_s * math.exp(2.33 * scenario.network.latency_sigma)
     extra = max((v for v in scenario.network.inter_region_s.values()), default=0.0)
     extra = max(extra, scenario.network.inter_region_default_s)
     rounds = math.ceil(math.log2(max(nodes, 2))) + math.ceil(math.log(max(nodes, 2))) + 3
     _, suspicion_max, _ = membership.suspicion_bounds(nodes)
-    return rounds * (interval + 2 * (latency + extra)) + suspicion_max + 2 * membership.protocol_period
+    period = membership.protocol_period * membership.time_scale(nodes)
+    return rounds * (interval + 2 * (latency + extra)) + suspicion_max + 2 * period
 
-
-def anti_entropy_interval_s(config: DisseminationConfig) -> float:
-    return float(config.anti_entropy_interval)

@@ -397,7 +397,11 @@ def test_suspicion_timeout_formula() -> None:
     low, high, expected = config.suspicion_bounds(10)
     assert (low, high, expected) == (2.0, 12.0, 2)
     assert config.suspicion_bounds(3)[2] == 0  # too few members to wait for confirmations
-    assert config.suspicion_bounds(1000)[0] == pytest.approx(6.0)
+    # above 32 members every timing stretches by log2(n) / 5: x1.99 at 1000
+    assert config.time_scale(32) == 1.0
+    assert config.time_scale(1000) == pytest.approx(1.993, abs=1e-3)
+    assert config.suspicion_bounds(1000)[0] == pytest.approx(6.0 * config.time_scale(1000))
+    assert MembershipConfig(scale_from=None).suspicion_bounds(1000)[0] == pytest.approx(6.0)
     assert config.retransmit_limit(10) == 8
     assert config.push_pull_period(1000) == 180.0
     with pytest.raises(ValueError):

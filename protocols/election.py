@@ -264,6 +264,25 @@ class ElectionCore:
         self._membership_known = True
         self._pump(now)
 
+    def member_changed(self, now: float, node: NodeId, live: bool) -> None:
+        """One member entered (`live`) or left the live set: O(1) where `set_live_members` is O(n).
+
+        For shells that see membership changes one at a time; a big mesh changes its live
+        set every second or so, and copying a thousand-member set into every node's core
+        on each change is what this avoids. Counts only after a first `set_live_members`.
+        """
+        self._enter(now)
+        if node == self.self_id or not self._membership_known:
+            return
+        if live:
+            if node not in self._live:
+                self._live.add(node)
+                self._first_seen[node] = now
+        elif node in self._live:
+            self._live.discard(node)
+            self._first_seen.pop(node, None)
+        self._pump(now)
+
     def on_record(self, now: float, record: Record) -> None:
         """A record the store accepted (from anyone, this node included)."""
         self._enter(now)

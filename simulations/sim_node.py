@@ -112,7 +112,8 @@ class SimNode(Endpoint):
             identity, store, random.Random(rng.getrandbits(64)), election_config, self.seqs
         )
         self.in_council = self._sits_on_council()  # a restarted node may, from its persisted chain
-        self.election_dirty = False
+        self.election_dirty = True
+        """True until the election core got its first full live set; then it follows changes one by one."""
         super().__init__(
             identity.node_id,
             index,
@@ -171,10 +172,11 @@ class SimNode(Endpoint):
         - Every accepted record goes to the election (`on_record`) once it is in the
           store; the records the election signs are published through dissemination.
 
-        Only council members and the hub use the live set (to pick a council and to
-        notice a dead council member), so they get every change at once; every other
-        node gets it with the batched dissemination refresh, which keeps a 1000-node
-        mesh from copying a 1000-member set into 1000 election cores on every death.
+        The election core gets its first full live set with the first peer refresh and
+        then each change as it happens (`member_changed`, O(1)), which keeps a
+        1000-node mesh from copying a 1000-member set into 1000 election cores on every
+        death; only council members and the hub act on it (they pick councils and notice
+        a dead council member), so only theirs is flushed at once.
         """
         if channel == DISSEMINATION:
             if event.name == "accepted":
@@ -206,10 +208,9 @@ class SimNode(Endpoint):
             else:
                 del self.live_peers[node]
             self.peers_dirty = True
-            if self.in_council:
-                self.election.set_live_members(now, self.live_peers)
-                return ELECTION
-            self.election_dirty = True
+            if not self.election_dirty:
+                self.election.member_changed(now, node, live)
+                return ELECTION if self.in_council else None
         return None
 
     def _on_election_event(self, now: float, event: Event) -> int | None:
@@ -219,7 +220,7 @@ class SimNode(Endpoint):
             return DISSEMINATION
         if name == "hub":
             in_council = self._sits_on_council()
-            if in_council and not self.in_council:
+            if in_council and not self.in_council and self.election_dirty:
                 self.election.set_live_members(now, self.live_peers)
                 self.election_dirty = False
                 self.in_council = True

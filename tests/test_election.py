@@ -331,3 +331,23 @@ def test_stale_hub_cannot_get_its_records_past_a_store_that_knows_the_newer_term
         if node_id != hub:
             assert cluster.nodes[node_id].store.add(stale) is Outcome.FENCED
     assert cluster.finish().fenced_accepted == 0
+
+
+def test_live_set_followed_change_by_change_decides_the_council() -> None:
+    mesh = make_mesh(members=4, seed=21)
+    store = RecordStore(mesh.mesh_id)
+    store.merge(mesh.membership_records())
+    ids = [i.node_id for i in mesh.everyone]
+    founder = ElectionCore(mesh.founder, store, random.Random(3), CONFIG)
+    gone = mesh.members[0].node_id
+    founder.member_changed(0.0, gone, False)  # before a first full live set: ignored
+    founder.set_live_members(0.0, ids)
+    founder.member_changed(0.0, gone, False)
+    founder.member_changed(0.0, mesh.members[1].node_id, True)  # already live: no change
+    founder.tick(0.0)
+    published = [e.data["record"] for e in founder.drain() if isinstance(e, Event) and e.name == "publish"]
+    store.merge(published)
+    founder.on_record(0.0, published[0])
+    view = founder.hub_view()
+    assert view is not None and view.hub == mesh.founder.node_id
+    assert gone not in view.council and mesh.members[1].node_id in view.council

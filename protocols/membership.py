@@ -589,8 +589,12 @@ class MembershipCore:
             return
         current = self._members.get(node)
         if current is None:
-            if update.state >= DEAD:
-                return  # a tombstone for someone we never knew (or already forgot)
+            if update.state != ALIVE:
+                # Bad news about someone we never knew (or already forgot), as memberlist
+                # ignores it: only `alive` introduces a member. Accepting a suspicion here
+                # would bring a long-dead member back into every table, to be probed,
+                # suspected and declared dead all over again, mesh-wide.
+                return
             self._members[node] = update
             self._queue.push(update)
             self._enter_state(now, node, update, None)

@@ -44,6 +44,8 @@ ElectionFactory = Callable[
     [NodeIdentity, RecordStore, random.Random, ElectionConfig, Callable[[], int]], ElectionCore
 ]
 """Builds a node's election core (tests plant faulty cores through it)."""
+FRESH_VIA = frozenset({"push", "local"})
+"""How an admission record must arrive to introduce its member: as news, not as history."""
 PEER_REFRESH_S = 5.0
 """Longest the dissemination peer list lags behind membership (see `before_use`)."""
 
@@ -163,8 +165,13 @@ class SimNode(Endpoint):
     def on_event(self, now: float, channel: int, event: Event) -> int | None:
         """Wire the cores together as the node's shell (`mesh.node`) does.
 
-        - A newly accepted admission record introduces its member to membership
-          (`add_member`), so everyone probes a newcomer even if its sponsor dies.
+        - A newly admitted member is introduced to membership (`add_member`) by its
+          admission record when that record is fresh news: pushed, or signed here. So
+          everyone probes a newcomer even if its sponsor dies. Admission records that
+          arrive by anti-entropy are history (a joining node gets every admission
+          since the mesh began): the members among them that are still around are
+          in the seed's membership table, and adding the rest would bring every
+          member that ever left back as `alive`, to be probed and buried again.
         - Membership events maintain the live set handed to dissemination and the
           election; only entering or leaving it matters: alive <-> suspect flaps do not
           change who is live (suspects stay gossip partners, as
@@ -182,7 +189,7 @@ class SimNode(Endpoint):
             if event.name == "accepted":
                 record = event.data["record"]
                 self.election.on_record(now, record)
-                if record.kind == ADMISSION:
+                if record.kind == ADMISSION and event.data["via"] in FRESH_VIA:
                     try:
                         member = admission_body(record).member
                     except WireError:
@@ -232,13 +239,6 @@ class SimNode(Endpoint):
         view = self.election.hub_view()
         own = self.identity.node_id
         return view is not None and (own in view.council or view.hub == own)
-
-    def meet_known_members(self, now: float) -> None:
-        """A restarted node tells membership every member its persisted store admits."""
-        own = self.node_id
-        for member in self.store.ledger.members():
-            if member != own:
-                self.membership.add_member(now, member)
 
     def next_seq(self) -> int:
         """The seq for this node's next own record: the one allocator the election shares."""

@@ -429,7 +429,6 @@ class World:
         node = self._make_node(identity, store)
         self.live[node_id] = node
         node.membership.join(self.now, seeds)
-        node.meet_known_members(self.now)
         node.seed_peers(seeds)
         self.detection.started(node_id, self.now, restart=True)
         self.engine.trace(_T_RESTART, node.index)

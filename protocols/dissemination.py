@@ -3,7 +3,9 @@
 Push spreads a new record in O(log n) rounds with high probability but can miss nodes
 (loss, churn); anti-entropy with one random peer per interval repairs whatever push
 missed, so every live node converges. A steady-state anti-entropy round costs two small
-messages, because it opens with a hash of the record set rather than the whole clock.
+messages, because it opens with a hash of the record set rather than the whole clock;
+when the sets differ, the hello's per-bucket summary narrows the exchange to the clock
+entries of the authors whose buckets differ (a 32nd of the clock, typically).
 """
 
 from __future__ import annotations
@@ -116,15 +118,22 @@ class DisseminationCore:
             self.counters["sync_hello_in"] += 1
             store = self.store
             if message.state != store.state_digest() or message.clock_total != store.clock_total():
-                self._send(sender, SyncRequest(self.store.clock()))
+                buckets = store.differing_buckets(message.summary) or None
+                if buckets is None:
+                    self._send(sender, SyncRequest(store.clock()))
+                else:
+                    self._send(sender, SyncRequest(store.clock_of(buckets), buckets))
         elif isinstance(message, SyncRequest):
-            entries = self.store.delta_for(message.clock, self.config.max_delta_records)
-            self._send(sender, SyncDelta(entries, self.store.clock()))
+            store = self.store
+            buckets = message.buckets
+            entries = store.delta_for(message.clock, self.config.max_delta_records, buckets)
+            clock = store.clock() if buckets is None else store.clock_of(buckets)
+            self._send(sender, SyncDelta(entries, clock, buckets))
         elif isinstance(message, SyncDelta):
             result = self.store.apply_delta(message.entries)
             self._report(result, "sync", sender)
             if message.clock is not None:
-                entries = self.store.delta_for(message.clock, self.config.max_delta_records)
+                entries = self.store.delta_for(message.clock, self.config.max_delta_records, message.buckets)
                 if entries:
                     self._send(sender, SyncDelta(entries, None))
         else:
@@ -141,7 +150,8 @@ class DisseminationCore:
             if peer == self.self_id:
                 return
             self.counters["sync_rounds"] += 1
-            self._send(peer, SyncHello(self.store.state_digest(), self.store.clock_total()))
+            store = self.store
+            self._send(peer, SyncHello(store.state_digest(), store.clock_total(), store.summary()))
 
     def next_deadline(self) -> float | None:
         return self._next_sync

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.record_store import AuthorDelta
+from protocols.record_store import SUMMARY_BUCKETS, AuthorDelta
 from protocols.records import Record
 from protocols.wire import WireStruct
 
@@ -19,28 +19,43 @@ class Push(WireStruct, frozen=True, tag="push"):
     records: list[Record]
 
 
+Summary = Annotated[bytes, msgspec.Meta(max_length=8 * SUMMARY_BUCKETS)]
+Buckets = Annotated[
+    list[Annotated[int, msgspec.Meta(ge=0, lt=SUMMARY_BUCKETS)]], msgspec.Meta(max_length=SUMMARY_BUCKETS)
+]
+
+
 class SyncHello(WireStruct, frozen=True, tag="sync-hello"):
     """Opens anti-entropy with a summary of the sender's state: equal summaries end it cheaply.
 
     `clock_total` catches replicas with equal records but unequal clock claims (records
     that arrived by push past a gap), which would otherwise never get claimed.
+    `summary` (`RecordStore.summary`) tells the receiver which author buckets differ, so
+    the sync that follows exchanges only those authors' clock entries.
     """
 
     state: Digest32
     clock_total: int
+    summary: Summary = b""
 
 
 class SyncRequest(WireStruct, frozen=True, tag="sync-request"):
-    """The states differ: here is my clock; send me what I lack, and yours so I can do the same."""
+    """The states differ: here is my clock; send me what I lack, and yours so I can do the same.
+
+    With `buckets`, `clock` covers only the authors of those summary buckets and so does
+    the exchange; None means the whole clock (a peer that sent no summary).
+    """
 
     clock: dict[bytes, int]
+    buckets: Buckets | None = None
 
 
 class SyncDelta(WireStruct, frozen=True, tag="sync-delta"):
-    """What the peer lacks; `clock` is set when the sender wants a delta back."""
+    """What the peer lacks; `clock` is set when the sender wants a delta back (for `buckets`)."""
 
     entries: list[AuthorDelta]
     clock: dict[bytes, int] | None = None
+    buckets: Buckets | None = None
 
 
 DisseminationMessage = Push | SyncHello | SyncRequest | SyncDelta

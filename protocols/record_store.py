@@ -37,6 +37,9 @@ from protocols.records import Record, Verifier, verify_record
 from protocols.wire import WireError, WireStruct
 
 DEFAULT_MAX_DELTA_RECORDS = 4096
+SUMMARY_BUCKETS = 32
+"""Authors are split into this many buckets (by their key's first byte) for `summary()`."""
+_MASK64 = (1 << 64) - 1
 
 
 class Outcome(enum.StrEnum):
@@ -76,6 +79,11 @@ class MergeResult:
     purged: list[Record]
 
 
+def bucket_of(author: NodeId) -> int:
+    """The summary bucket of an author: keys are uniformly random, so any byte will do."""
+    return author[0] % SUMMARY_BUCKETS
+
+
 def _fingerprint(record: Record) -> int:
     # Signatures are pseudo-random 64-byte strings, so XOR of a 128-bit slice of each is a
     # cheap, incremental, order-independent set hash for comparing honest replicas.
@@ -97,6 +105,12 @@ class RecordStore:
         self._clock_total = 0
         self._covered: dict[NodeId, set[int]] = {}
         self._top_seq: dict[NodeId, int] = {}  # an upper bound on held seqs per author: lets deltas skip
+        # per summary bucket: XOR of fingerprints, current records, clock total, authors
+        self._bucket_fp = [0] * SUMMARY_BUCKETS
+        self._bucket_count = [0] * SUMMARY_BUCKETS
+        self._bucket_clock = [0] * SUMMARY_BUCKETS
+        self._bucket_authors: list[dict[NodeId, None]] = [{} for _ in range(SUMMARY_BUCKETS)]
+        self._summary: bytes | None = None
         self.evidence: list[tuple[Record, Record]] = []
         self.counters: Counter[Outcome] = Counter()
         self.fence_term = 0
@@ -165,8 +179,50 @@ class RecordStore:
         self._clock_total = source._clock_total
         self._covered = {author: set(seqs) for author, seqs in source._covered.items()}
         self._top_seq = dict(source._top_seq)
+        self._bucket_fp = list(source._bucket_fp)
+        self._bucket_count = list(source._bucket_count)
+        self._bucket_clock = list(source._bucket_clock)
+        self._bucket_authors = [dict(authors) for authors in source._bucket_authors]
+        self._summary = source._summary
         self.evidence = list(source.evidence)
         self.fence_term = source.fence_term
+
+    def summary(self) -> bytes:
+        """Eight bytes per author bucket, equal on two replicas iff that bucket's records and claims are.
+
+        Sent with every anti-entropy hello: when two replicas differ (a record or two in
+        flight, usually), the buckets that differ name the few authors whose clock
+        entries need comparing, instead of the whole clock (one entry per author).
+        """
+        summary = self._summary
+        if summary is None:
+            parts = []
+            for fp, count, clock in zip(self._bucket_fp, self._bucket_count, self._bucket_clock, strict=True):
+                mixed = (fp ^ (count * 0x9E3779B97F4A7C15) ^ (clock * 0xC2B2AE3D27D4EB4F)) & _MASK64
+                parts.append(mixed.to_bytes(8, "big"))
+            summary = self._summary = b"".join(parts)
+        return summary
+
+    def differing_buckets(self, peer_summary: bytes) -> list[int] | None:
+        """The buckets where a peer's `summary()` differs from ours; None if it is not a summary."""
+        if len(peer_summary) != 8 * SUMMARY_BUCKETS:
+            return None
+        mine = self.summary()
+        return [
+            bucket
+            for bucket in range(SUMMARY_BUCKETS)
+            if mine[8 * bucket : 8 * bucket + 8] != peer_summary[8 * bucket : 8 * bucket + 8]
+        ]
+
+    def clock_of(self, buckets: Iterable[int]) -> dict[NodeId, int]:
+        """The clock entries of the authors in `buckets` (what a bucketed sync exchanges)."""
+        clock = self._clock
+        return {
+            author: clock[author]
+            for bucket in buckets
+            for author in self._bucket_authors[bucket]
+            if author in clock
+        }
 
     def restore(self, records: Iterable[Record], clock: Mapping[NodeId, int]) -> MergeResult:
         """Reload what this node persisted itself: records checked when first accepted, and claims.
@@ -230,6 +286,7 @@ class RecordStore:
         held = self._by_author.get(author)
         if held is None:
             held = self._by_author[author] = {}
+            self._bucket_authors[bucket_of(author)][author] = None
         if current is not None and current.seq > seq:
             if not verified and not verify_record(record, self._verify):
                 return Outcome.BAD_SIGNATURE
@@ -259,7 +316,12 @@ class RecordStore:
         held[seq] = record
         if seq > self._top_seq.get(author, 0):
             self._top_seq[author] = seq
-        self._fingerprint ^= _fingerprint(record)
+        fingerprint = _fingerprint(record)
+        self._fingerprint ^= fingerprint
+        bucket = bucket_of(author)
+        self._bucket_fp[bucket] ^= fingerprint
+        self._bucket_count[bucket] += 1
+        self._summary = None
         result.accepted.append(record)
         if seq == self._clock.get(author, 0) + 1:
             self._claim_from(author, seq, held, result)
@@ -312,12 +374,17 @@ class RecordStore:
 
     def _remove(self, record: Record) -> None:
         slot = record.slot
+        bucket = bucket_of(record.author)
         if self._current.get(slot) is record:
             del self._current[slot]
+            self._bucket_count[bucket] -= 1
         seqs = self._by_author.get(record.author)
         if seqs is not None and seqs.get(record.seq) is record:
             del seqs[record.seq]
-        self._fingerprint ^= _fingerprint(record)
+        fingerprint = _fingerprint(record)
+        self._fingerprint ^= fingerprint
+        self._bucket_fp[bucket] ^= fingerprint
+        self._summary = None
 
     def _purge_above(self, author: NodeId, cutoff: int, result: MergeResult) -> None:
         for seq, record in list(self._by_author.get(author, {}).items()):
@@ -329,7 +396,12 @@ class RecordStore:
             self._set_clock(author, cutoff, result)
 
     def _set_clock(self, author: NodeId, seq: int, result: MergeResult) -> None:
-        self._clock_total += seq - self._clock.get(author, 0)
+        change = seq - self._clock.get(author, 0)
+        self._clock_total += change
+        bucket = bucket_of(author)
+        self._bucket_clock[bucket] += change
+        self._bucket_authors[bucket][author] = None
+        self._summary = None
         if seq:
             self._clock[author] = seq
         else:
@@ -361,26 +433,42 @@ class RecordStore:
         else:
             while seq + 1 in held:
                 seq += 1
-        self._clock_total += seq - self._clock.get(author, 0)
+        change = seq - self._clock.get(author, 0)
+        self._clock_total += change
+        bucket = bucket_of(author)
+        self._bucket_clock[bucket] += change
+        self._bucket_authors[bucket][author] = None
+        self._summary = None
         self._clock[author] = seq
         result.clock_changes[author] = seq
 
     # ---- anti-entropy --------------------------------------------------------------------
 
     def delta_for(
-        self, peer_clock: Mapping[NodeId, int], max_records: int = DEFAULT_MAX_DELTA_RECORDS
+        self,
+        peer_clock: Mapping[NodeId, int],
+        max_records: int = DEFAULT_MAX_DELTA_RECORDS,
+        buckets: Iterable[int] | None = None,
     ) -> list[AuthorDelta]:
         """The records a peer with `peer_clock` lacks, with the claims it may adopt once merged.
 
         Records held past this store's own claim (after a gap) ride along unclaimed, so a
         replica that cannot yet claim them still helps its peers fill their gaps.
         Truncation keeps claims honest: an author's entry keeps its lowest seqs, and `upto`
-        then claims only as far as what was sent.
+        then claims only as far as what was sent. With `buckets`, only the authors of
+        those summary buckets are looked at (and `peer_clock` need only cover them).
         """
         entries: list[AuthorDelta] = []
         budget = max_records
         top_seq = self._top_seq
-        for author, held in self._by_author.items():
+        by_author = self._by_author
+        authors: Iterable[NodeId] = (
+            by_author if buckets is None else [a for b in buckets for a in self._bucket_authors[b]]
+        )
+        for author in authors:
+            held = by_author.get(author)
+            if held is None:
+                continue
             if budget <= 0:
                 break
             theirs = peer_clock.get(author, 0)

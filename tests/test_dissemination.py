@@ -8,9 +8,9 @@ import random
 from mesh_fixtures import MeshFixture, make_mesh
 
 from protocols.dissemination import DisseminationConfig, DisseminationCore
-from protocols.dissemination_messages import DisseminationMessage, SyncHello
+from protocols.dissemination_messages import DisseminationMessage, SyncDelta, SyncHello, SyncRequest
 from protocols.effects import Send
-from protocols.record_store import RecordStore
+from protocols.record_store import RecordStore, bucket_of
 from protocols.wire import decode, encode
 
 
@@ -109,8 +109,8 @@ def test_steady_state_anti_entropy_costs_one_small_message_per_round() -> None:
     assert rounds >= 40
     assert router.sent == rounds  # a hello each, never a request: the states already match
     store = next(iter(router.cores.values())).store
-    hello = SyncHello(store.state_digest(), store.clock_total())
-    assert len(encode(hello)) < 64
+    hello = SyncHello(store.state_digest(), store.clock_total(), store.summary())
+    assert len(encode(hello)) < 320  # digest, total and 8 bytes per author bucket, whatever the mesh size
 
 
 def test_unknown_messages_are_dropped_and_counted() -> None:
@@ -133,3 +133,44 @@ def test_same_seed_same_trace() -> None:
         return router.sent, digests(router)
 
     assert trace(1) == trace(1)
+
+
+def test_a_sync_exchanges_only_the_clock_entries_of_the_buckets_that_differ() -> None:
+    mesh = make_mesh(members=80, seed=9)
+    notes = [mesh.next_record(author, "note", "k") for author in mesh.everyone]
+    cores = []
+    for i, identity in enumerate(mesh.everyone[:2]):
+        store = RecordStore(mesh.mesh_id)
+        store.merge([*mesh.membership_records(), *notes])
+        cores.append(DisseminationCore(identity.node_id, store, random.Random(i)))
+    ahead, behind = cores
+    author = mesh.members[7]
+    ahead.store.add(mesh.next_record(author, "note", "k2"))
+    assert len(ahead.store.clock()) == 81  # every member is an author
+    ahead.set_peers([behind.self_id])
+    ahead.tick(0.0)  # schedules the first round
+    ahead.tick(ahead.next_deadline() or 0.0)
+    (hello,) = [e.message for e in ahead.drain() if isinstance(e, Send)]
+    behind.receive(100.0, ahead.self_id, decode(encode(hello), DisseminationMessage))  # type: ignore[arg-type]
+    (request,) = [e.message for e in behind.drain() if isinstance(e, Send)]
+    assert isinstance(request, SyncRequest) and request.buckets == [bucket_of(author.node_id)]
+    assert author.node_id in request.clock and len(request.clock) < 10  # not all 81 authors
+    ahead.receive(100.0, behind.self_id, decode(encode(request), DisseminationMessage))  # type: ignore[arg-type]
+    (delta,) = [e.message for e in ahead.drain() if isinstance(e, Send)]
+    assert isinstance(delta, SyncDelta) and [len(entry.records) for entry in delta.entries] == [1]
+    behind.receive(100.0, ahead.self_id, decode(encode(delta), DisseminationMessage))  # type: ignore[arg-type]
+    assert behind.store.state_digest() == ahead.store.state_digest()
+    assert behind.store.summary() == ahead.store.summary()
+    assert behind.store.clock() == ahead.store.clock()
+    assert not [e for e in behind.drain() if isinstance(e, Send)]  # nothing to send back
+
+
+def test_a_hello_without_a_summary_falls_back_to_the_whole_clock() -> None:
+    mesh = make_mesh(members=5, seed=10)
+    store = RecordStore(mesh.mesh_id)
+    store.merge(mesh.membership_records())
+    core = DisseminationCore(mesh.founder.node_id, store, random.Random(1))
+    core.receive(0.0, mesh.members[0].node_id, SyncHello(bytes(32), 0))
+    (request,) = [e.message for e in core.drain() if isinstance(e, Send)]
+    assert isinstance(request, SyncRequest) and request.buckets is None
+    assert request.clock == store.clock()

@@ -468,3 +468,16 @@ def test_live_set_samples_distinct_live_members_and_reuses_stale_slots() -> None
         assert set(picked) <= expected - {nodes[35]}
     assert sorted(live.snapshot()) == sorted(expected)
     assert set(live.sample(20, rng)) == expected
+
+
+def test_only_alive_introduces_a_member_bad_news_about_strangers_is_ignored() -> None:
+    me, peer, stranger, known = (digest(bytes([i])) for i in range(10, 14))
+    core = MembershipCore(me, random.Random(4))
+    core.add_member(0.0, peer)
+    core.add_member(0.0, known)
+    suspicion = MemberUpdate(stranger, 3, WireState.SUSPECT, peer)
+    core.receive(0.0, peer, Ping(1, (suspicion, MemberUpdate(known, 0, WireState.SUSPECT, peer))))
+    assert core.state_of(stranger) is None  # a long-gone member stays gone
+    assert core.state_of(known) == MemberState.SUSPECT  # a known one is suspected as before
+    core.receive(0.1, peer, Ping(2, (MemberUpdate(stranger, 3, WireState.ALIVE),)))
+    assert core.state_of(stranger) == MemberState.ALIVE

@@ -84,6 +84,12 @@ def bucket_of(author: NodeId) -> int:
     return author[0] % SUMMARY_BUCKETS
 
 
+def _summary_part(fingerprint: int, count: int, clock_total: int) -> bytes:
+    """One bucket's eight summary bytes: its fingerprint mixed with its record count and claims."""
+    mixed = fingerprint ^ (count * 0x9E3779B97F4A7C15) ^ (clock_total * 0xC2B2AE3D27D4EB4F)
+    return (mixed & _MASK64).to_bytes(8, "big")
+
+
 def _fingerprint(record: Record) -> int:
     # Signatures are pseudo-random 64-byte strings, so XOR of a 128-bit slice of each is a
     # cheap, incremental, order-independent set hash for comparing honest replicas.
@@ -110,6 +116,8 @@ class RecordStore:
         self._bucket_count = [0] * SUMMARY_BUCKETS
         self._bucket_clock = [0] * SUMMARY_BUCKETS
         self._bucket_authors: list[dict[NodeId, None]] = [{} for _ in range(SUMMARY_BUCKETS)]
+        self._summary_parts = [_summary_part(0, 0, 0)] * SUMMARY_BUCKETS
+        self._stale_buckets: set[int] = set()
         self._summary: bytes | None = None
         self.evidence: list[tuple[Record, Record]] = []
         self.counters: Counter[Outcome] = Counter()
@@ -183,6 +191,8 @@ class RecordStore:
         self._bucket_count = list(source._bucket_count)
         self._bucket_clock = list(source._bucket_clock)
         self._bucket_authors = [dict(authors) for authors in source._bucket_authors]
+        self._summary_parts = list(source._summary_parts)
+        self._stale_buckets = set(source._stale_buckets)
         self._summary = source._summary
         self.evidence = list(source.evidence)
         self.fence_term = source.fence_term
@@ -196,10 +206,12 @@ class RecordStore:
         """
         summary = self._summary
         if summary is None:
-            parts = []
-            for fp, count, clock in zip(self._bucket_fp, self._bucket_count, self._bucket_clock, strict=True):
-                mixed = (fp ^ (count * 0x9E3779B97F4A7C15) ^ (clock * 0xC2B2AE3D27D4EB4F)) & _MASK64
-                parts.append(mixed.to_bytes(8, "big"))
+            parts = self._summary_parts
+            for bucket in self._stale_buckets:
+                parts[bucket] = _summary_part(
+                    self._bucket_fp[bucket], self._bucket_count[bucket], self._bucket_clock[bucket]
+                )
+            self._stale_buckets.clear()
             summary = self._summary = b"".join(parts)
         return summary
 
@@ -321,6 +333,7 @@ class RecordStore:
         bucket = bucket_of(author)
         self._bucket_fp[bucket] ^= fingerprint
         self._bucket_count[bucket] += 1
+        self._stale_buckets.add(bucket)
         self._summary = None
         result.accepted.append(record)
         if seq == self._clock.get(author, 0) + 1:
@@ -384,6 +397,7 @@ class RecordStore:
         fingerprint = _fingerprint(record)
         self._fingerprint ^= fingerprint
         self._bucket_fp[bucket] ^= fingerprint
+        self._stale_buckets.add(bucket)
         self._summary = None
 
     def _purge_above(self, author: NodeId, cutoff: int, result: MergeResult) -> None:
@@ -401,6 +415,7 @@ class RecordStore:
         bucket = bucket_of(author)
         self._bucket_clock[bucket] += change
         self._bucket_authors[bucket][author] = None
+        self._stale_buckets.add(bucket)
         self._summary = None
         if seq:
             self._clock[author] = seq
@@ -438,6 +453,7 @@ class RecordStore:
         bucket = bucket_of(author)
         self._bucket_clock[bucket] += change
         self._bucket_authors[bucket][author] = None
+        self._stale_buckets.add(bucket)
         self._summary = None
         self._clock[author] = seq
         result.clock_changes[author] = seq

@@ -410,6 +410,15 @@ class RecordStore:
             self._set_clock(author, cutoff, result)
 
     def _set_clock(self, author: NodeId, seq: int, result: MergeResult) -> None:
+        self._account_claim(author, seq)
+        if seq:
+            self._clock[author] = seq
+        else:
+            self._clock.pop(author, None)
+        result.clock_changes[author] = seq
+
+    def _account_claim(self, author: NodeId, seq: int) -> None:
+        """Carry a claim about to move to `seq` into the clock total and the author's summary bucket."""
         change = seq - self._clock.get(author, 0)
         self._clock_total += change
         bucket = bucket_of(author)
@@ -417,11 +426,6 @@ class RecordStore:
         self._bucket_authors[bucket][author] = None
         self._stale_buckets.add(bucket)
         self._summary = None
-        if seq:
-            self._clock[author] = seq
-        else:
-            self._clock.pop(author, None)
-        result.clock_changes[author] = seq
 
     def _advance_clock(self, author: NodeId, seq: int, result: MergeResult) -> None:
         """A seen-and-superseded seq: extends the claim if next, else is remembered as covered."""
@@ -448,13 +452,7 @@ class RecordStore:
         else:
             while seq + 1 in held:
                 seq += 1
-        change = seq - self._clock.get(author, 0)
-        self._clock_total += change
-        bucket = bucket_of(author)
-        self._bucket_clock[bucket] += change
-        self._bucket_authors[bucket][author] = None
-        self._stale_buckets.add(bucket)
-        self._summary = None
+        self._account_claim(author, seq)
         self._clock[author] = seq
         result.clock_changes[author] = seq
 

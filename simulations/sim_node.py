@@ -44,8 +44,9 @@ ElectionFactory = Callable[
     [NodeIdentity, RecordStore, random.Random, ElectionConfig, Callable[[], int]], ElectionCore
 ]
 """Builds a node's election core (tests plant faulty cores through it)."""
-FRESH_VIA = frozenset({"push", "local"})
-"""How an admission record must arrive to introduce its member: as news, not as history."""
+RECENT_ADMISSION_S = 60.0
+"""An admission record introduces its member only this soon after the admission (membership's
+`reclaim_time`): older members that are still around are in every table already."""
 PEER_REFRESH_S = 5.0
 """Longest the dissemination peer list lags behind membership (see `before_use`)."""
 
@@ -166,12 +167,12 @@ class SimNode(Endpoint):
         """Wire the cores together as the node's shell (`mesh.node`) does.
 
         - A newly admitted member is introduced to membership (`add_member`) by its
-          admission record when that record is fresh news: pushed, or signed here. So
-          everyone probes a newcomer even if its sponsor dies. Admission records that
-          arrive by anti-entropy are history (a joining node gets every admission
-          since the mesh began): the members among them that are still around are
-          in the seed's membership table, and adding the rest would bring every
-          member that ever left back as `alive`, to be probed and buried again.
+          admission record, by push or by anti-entropy, so everyone probes a newcomer
+          even if its sponsor dies. Only a recent admission does that: a joining node
+          receives every admission since the mesh began, the members among them that
+          are still around are in its seed's membership table, and adding the rest
+          would bring every member that ever left back as `alive`, to be probed and
+          buried again.
         - Membership events maintain the live set handed to dissemination and the
           election; only entering or leaving it matters: alive <-> suspect flaps do not
           change who is live (suspects stay gossip partners, as
@@ -189,12 +190,17 @@ class SimNode(Endpoint):
             if event.name == "accepted":
                 record = event.data["record"]
                 self.election.on_record(now, record)
-                if record.kind == ADMISSION and event.data["via"] in FRESH_VIA:
+                if record.kind == ADMISSION:
                     try:
-                        member = admission_body(record).member
+                        body = admission_body(record)
                     except WireError:
                         return None
-                    if member != self.node_id and self.membership.add_member(now, member):
+                    member = body.member
+                    if (
+                        now - body.admitted_at <= RECENT_ADMISSION_S
+                        and member != self.node_id
+                        and self.membership.add_member(now, member)
+                    ):
                         return MEMBERSHIP
                     return None
                 # only hub and lease records make the election act; others leave it idle

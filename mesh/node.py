@@ -38,6 +38,7 @@ from protocols.admission_records import (
     ADMISSION_KINDS,
     REVOCATION,
     admission_body,
+    introduces_member,
     make_admission,
     make_revocation,
 )
@@ -518,8 +519,9 @@ class Node:
         membership = self._actor("membership")
         for record in accepted:
             if record.kind == ADMISSION:
-                member = admission_body(record).member
-                membership.try_send(Command(_adder(member)))
+                body = admission_body(record)
+                if introduces_member(body, time.time()):
+                    membership.try_send(Command(_adder(body.member)))
             elif record.kind == MANIFEST and self._sender is not None:
                 self._sender.forget(record.author)
             elif record.kind == REVOCATION and self._transport is not None:

@@ -34,6 +34,21 @@ class AdmissionBody(WireStruct, frozen=True):
     admitted_at: float = 0.0
 
 
+RECENT_ADMISSION_S = 60.0
+"""How long an admission record introduces its member to membership (`add_member`).
+
+A node hears of a newcomer through its admission record, by push or anti-entropy, even if
+the sponsor dies. A joining node, though, receives every admission since the mesh began:
+the members among them that are still around are in its seed's membership table, and
+adding the rest would bring every member that ever left back as alive, to be probed and
+buried again. 60 s is membership's default reclaim time."""
+
+
+def introduces_member(body: AdmissionBody, now: float) -> bool:
+    """True while an admission is recent enough to introduce its member (`now` on the admission's clock)."""
+    return now - body.admitted_at <= RECENT_ADMISSION_S
+
+
 class RevocationBody(WireStruct, frozen=True):
     """A member is thrown out: its records above `last_valid_seq` are refused everywhere."""
 

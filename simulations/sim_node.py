@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from mesh.seq_allocator import SeqAllocator
-from protocols.admission_records import ADMISSION, admission_body
+from protocols.admission_records import ADMISSION, admission_body, introduces_member
 from protocols.dissemination import DisseminationConfig, DisseminationCore
 from protocols.dissemination_messages import DisseminationMessage, Push
 from protocols.effects import Event
@@ -44,9 +44,6 @@ ElectionFactory = Callable[
     [NodeIdentity, RecordStore, random.Random, ElectionConfig, Callable[[], int]], ElectionCore
 ]
 """Builds a node's election core (tests plant faulty cores through it)."""
-RECENT_ADMISSION_S = 60.0
-"""An admission record introduces its member only this soon after the admission (membership's
-`reclaim_time`): older members that are still around are in every table already."""
 PEER_REFRESH_S = 5.0
 """Longest the dissemination peer list lags behind membership (see `before_use`)."""
 
@@ -166,13 +163,9 @@ class SimNode(Endpoint):
     def on_event(self, now: float, channel: int, event: Event) -> int | None:
         """Wire the cores together as the node's shell (`mesh.node`) does.
 
-        - A newly admitted member is introduced to membership (`add_member`) by its
+        - A recently admitted member is introduced to membership (`add_member`) by its
           admission record, by push or by anti-entropy, so everyone probes a newcomer
-          even if its sponsor dies. Only a recent admission does that: a joining node
-          receives every admission since the mesh began, the members among them that
-          are still around are in its seed's membership table, and adding the rest
-          would bring every member that ever left back as `alive`, to be probed and
-          buried again.
+          even if its sponsor dies (`introduces_member`: older admissions are history).
         - Membership events maintain the live set handed to dissemination and the
           election; only entering or leaving it matters: alive <-> suspect flaps do not
           change who is live (suspects stay gossip partners, as
@@ -197,7 +190,7 @@ class SimNode(Endpoint):
                         return None
                     member = body.member
                     if (
-                        now - body.admitted_at <= RECENT_ADMISSION_S
+                        introduces_member(body, now)
                         and member != self.node_id
                         and self.membership.add_member(now, member)
                     ):

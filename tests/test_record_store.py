@@ -113,10 +113,14 @@ def test_the_bucket_summary_tells_exactly_which_authors_differ(xs: list[Record],
     a, b = store_of(xs), store_of(ys)
     buckets = a.differing_buckets(b.summary())
     assert buckets is not None and (buckets == []) == (contents(a) == contents(b) and a.clock() == b.clock())
-    # a sync restricted to those buckets leaves nothing behind
-    b.apply_delta(a.delta_for(b.clock_of(buckets), buckets=buckets))
-    a.apply_delta(b.delta_for(a.clock_of(buckets), buckets=buckets))
-    assert contents(a) == contents(b) and a.summary() == b.summary()
+    # syncs restricted to the differing buckets converge as whole-clock syncs do: records in
+    # one round, clock claims (which may wait on a gap the same round fills) by the second
+    for _ in range(2):
+        buckets = a.differing_buckets(b.summary()) or []
+        b.apply_delta(a.delta_for(b.clock_of(buckets), buckets=buckets))
+        a.apply_delta(b.delta_for(a.clock_of(buckets), buckets=buckets))
+        assert contents(a) == contents(b)
+    assert a.summary() == b.summary() and a.clock() == b.clock()
 
 
 @settings(max_examples=200, deadline=None)

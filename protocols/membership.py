@@ -456,26 +456,26 @@ class MembershipCore:
 
     # ----------------------------------------------------------------- message handlers
 
-    def _on_ping(self, now: float, sender: NodeId, message: Ping) -> None:
-        # the hot path (one per node per period): checks inlined, empty piggyback skipped
+    def _take_probe_message(self, now: float, message: Ping | Ack) -> bool:
+        """The hot path's checks (one ping and one ack per node per period): a valid seq, and the
+        piggyback merged (an empty one skipped); False, counted, for malformed input."""
         seq = message.seq
         if type(seq) is not int or not 0 <= seq < SEQ_MODULUS:
             self.dropped += 1
-            return
+            return False
         updates = message.updates
-        if (type(updates) is not tuple or updates) and not self._merge(now, updates):
+        return (type(updates) is tuple and not updates) or self._merge(now, updates)
+
+    def _on_ping(self, now: float, sender: NodeId, message: Ping) -> None:
+        if not self._take_probe_message(now, message):
             return
         self.stats["sent"] += 1
-        self._effects.append(Send(sender, Ack(seq, self._piggyback(sender))))
+        self._effects.append(Send(sender, Ack(message.seq, self._piggyback(sender))))
 
     def _on_ack(self, now: float, sender: NodeId, message: Ack) -> None:
+        if not self._take_probe_message(now, message):
+            return
         seq = message.seq
-        if type(seq) is not int or not 0 <= seq < SEQ_MODULUS:
-            self.dropped += 1
-            return
-        updates = message.updates
-        if (type(updates) is not tuple or updates) and not self._merge(now, updates):
-            return
         if (
             seq == self._probe_seq
             and self._probe_target is not None

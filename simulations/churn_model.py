@@ -31,7 +31,9 @@ class Population(Protocol):
 
     def schedule(self, at: float, action: Callable[[], None]) -> None: ...
 
-    def crash(self, node: NodeId) -> None: ...
+    def crash(self, node: NodeId, restarts: bool = True) -> None:
+        """Stop a node abruptly; `restarts=False` says it never comes back (its disk is dropped)."""
+        ...
 
     def leave(self, node: NodeId) -> None: ...
 
@@ -114,12 +116,12 @@ class ChurnModel:
     # ---- single actions and bursts (also used by scenario events) -------------------------
 
     def crash(self, node: NodeId, restart_after_s: float | None = None) -> None:
-        self._population.crash(node)
+        at = None if restart_after_s is None else self._population.now + restart_after_s
+        restarts = at is not None and at < self.restart_deadline
+        self._population.crash(node, restarts)
         self.crashes += 1
-        if restart_after_s is not None:
-            at = self._population.now + restart_after_s
-            if at < self.restart_deadline:
-                self._population.schedule(at, lambda: self._restart(node))
+        if at is not None and restarts:
+            self._population.schedule(at, lambda: self._restart(node))
 
     def _restart(self, node: NodeId) -> None:
         self._population.restart(node)

@@ -95,7 +95,6 @@ class World:
         self.engine.observers.append(self._observe)
         self.verifier = CachedVerifier()
         self._store_factory = store_factory
-        self.nodes: dict[NodeId, SimNode] = {}
         self.live: dict[NodeId, SimNode] = {}
         self._persisted: dict[NodeId, tuple[NodeIdentity, int, RecordStore]] = {}
         self._index: dict[NodeId, int] = {}
@@ -163,7 +162,6 @@ class World:
             self.election_config,
             self._election_factory,
         )
-        self.nodes[node_id] = node
         return node
 
     def bootstrap(self) -> None:
@@ -292,8 +290,9 @@ class World:
             return
         node_id, _ = current
         self.hub.kills += 1
-        self.crash(node_id, cause="killed")
-        if restart_after_s is not None and self.now + restart_after_s < self.quiet_at:
+        restarts = restart_after_s is not None and self.now + restart_after_s < self.quiet_at
+        self.crash(node_id, restarts, cause="killed")
+        if restart_after_s is not None and restarts:
             self.engine.schedule(self.now + restart_after_s, functools.partial(self.restart, node_id))
 
     def _election_of(self, node_id: NodeId) -> Any:
@@ -370,14 +369,16 @@ class World:
 
     # ---- node lifecycle ----------------------------------------------------------------------
 
-    def crash(self, node_id: NodeId, cause: str = "crashed") -> None:
+    def crash(self, node_id: NodeId, restarts: bool = True, cause: str = "crashed") -> None:
+        """Stop a node abruptly; only one that `restarts` keeps its store (its disk) for later."""
         self.hub.gone(self.now, node_id, cause)
         node = self.live.pop(node_id, None)
         if node is None:
             return
         self.engine.detach(node_id)
         self.network.forget(node_id)
-        self._persisted[node_id] = (node.identity, node.index, node.store)
+        if restarts:
+            self._persisted[node_id] = (node.identity, node.index, node.store)
         self.detection.crashed(node_id, self.now)
         self.engine.trace(_T_CRASH, node.index)
         self.population.sample(self.now, len(self.live))

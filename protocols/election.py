@@ -174,9 +174,10 @@ class ElectionCore:
         self._local: deque[tuple[NodeId, object]] = deque()
         self._started_at: float | None = None
         self._now = 0.0
-        self._live: set[NodeId] = set()
         self._membership_known = False
-        self._first_seen: dict[NodeId, float] = {}
+        self._live_since: dict[NodeId, float] = {}
+        """The live members (self included), each with when it was first seen live: one map,
+        not a set plus a map, as every node of a simulated mesh holds one of n entries."""
         # acceptor
         self._acceptor = _Acceptor(term=0)
         self._own_votes: dict[int, Record] = {}
@@ -254,13 +255,10 @@ class ElectionCore:
     def set_live_members(self, now: float, ids: Iterable[NodeId]) -> None:
         """The members membership believes alive (self is always counted live)."""
         self._enter(now)
-        live = set(ids)
-        live.add(self.self_id)
-        for node in live - self._live:
-            self._first_seen[node] = now
-        for node in self._live - live:
-            self._first_seen.pop(node, None)
-        self._live = live
+        since = self._live_since
+        live = dict.fromkeys(ids)
+        live[self.self_id] = None
+        self._live_since = {node: since.get(node, now) for node in live}
         self._membership_known = True
         self._pump(now)
 
@@ -275,12 +273,9 @@ class ElectionCore:
         if node == self.self_id or not self._membership_known:
             return
         if live:
-            if node not in self._live:
-                self._live.add(node)
-                self._first_seen[node] = now
-        elif node in self._live:
-            self._live.discard(node)
-            self._first_seen.pop(node, None)
+            self._live_since.setdefault(node, now)
+        else:
+            self._live_since.pop(node, None)
         self._pump(now)
 
     def on_record(self, now: float, record: Record) -> None:
@@ -714,8 +709,9 @@ class ElectionCore:
         """Self first, then live sitting members, then the longest-known live members (stable first)."""
         sitting = set(previous.council) if previous is not None else set()
         ledger = self.store.ledger
-        others = [node for node in self._live if node != self.self_id and ledger.is_member(node)]
-        others.sort(key=lambda node: (node not in sitting, self._first_seen.get(node, 0.0), node))
+        since = self._live_since
+        others = [node for node in since if node != self.self_id and ledger.is_member(node)]
+        others.sort(key=lambda node: (node not in sitting, since[node], node))
         return [self.self_id, *others[: self.config.council_size - 1]]
 
     # ---- hub -------------------------------------------------------------------------------
@@ -792,7 +788,7 @@ class ElectionCore:
             return
         desired = self._choose_council(latest)
         current = set(latest.council)
-        missing = current - self._live - {self.self_id}
+        missing = current - self._live_since.keys() - {self.self_id}
         grows = len(latest.council) < self.config.council_size and len(desired) > len(latest.council)
         if (missing or grows) and set(desired) != current:
             self._last_reconfigure = now

@@ -443,6 +443,10 @@ class MembershipCore:
         live.extend(node for node, update in self._members.items() if update.state <= SUSPECT)
         return live
 
+    def live_peers(self) -> list[NodeId]:
+        """Alive and suspect members other than this node: an O(n) copy at C speed."""
+        return self._live.snapshot()
+
     def state_of(self, node_id: NodeId) -> MemberState | None:
         """This node's belief about one member, or None if it does not know (or forgot) it."""
         if node_id == self.self_id:

@@ -72,7 +72,6 @@ class SimNode(Endpoint):
         "election_dirty",
         "identity",
         "in_council",
-        "live_peers",
         "membership",
         "peer_count",
         "peers_dirty",
@@ -106,7 +105,6 @@ class SimNode(Endpoint):
         self.peers_dirty = True
         self.peer_count = 0
         self.peers_refreshed_at = -PEER_REFRESH_S
-        self.live_peers: dict[NodeId, None] = {}
         factory = election_factory or ElectionCore
         self.election = factory(
             identity, store, random.Random(rng.getrandbits(64)), election_config, self.seqs
@@ -141,7 +139,7 @@ class SimNode(Endpoint):
         """Hand the dissemination core the live members (the gossip actor does this on change)."""
         self.peers_dirty = False
         self.peers_refreshed_at = now
-        peers = list(self.live_peers)
+        peers = self.membership.live_peers()
         self.peer_count = len(peers)
         self.dissemination.set_peers(peers)
         if self.election_dirty:
@@ -153,10 +151,8 @@ class SimNode(Endpoint):
         self.peer_count = len(peers)
         self.dissemination.set_peers(peers)
 
-    def know_members(self, members: list[NodeId]) -> None:
-        """Initial mesh: every member is live (mirrors what `add_member` just told membership)."""
-        own = self.node_id
-        self.live_peers = {node: None for node in members if node != own}
+    def know_members(self) -> None:
+        """Initial mesh: hand the members `add_member` just told membership to the other cores."""
         self.election_dirty = True
         self.refresh_peers(0.0)
 
@@ -166,10 +162,8 @@ class SimNode(Endpoint):
         - A recently admitted member is introduced to membership (`add_member`) by its
           admission record, by push or by anti-entropy, so everyone probes a newcomer
           even if its sponsor dies (`introduces_member`: older admissions are history).
-        - Membership events maintain the live set handed to dissemination and the
-          election; only entering or leaving it matters: alive <-> suspect flaps do not
-          change who is live (suspects stay gossip partners, as
-          `MembershipCore.live_members` counts them).
+        - Membership's live set (alive and suspect: suspects stay gossip partners) is
+          handed to dissemination and the election; member events mark it changed.
         - Every accepted record goes to the election (`on_record`) once it is in the
           store; the records the election signs are published through dissemination.
 
@@ -207,16 +201,12 @@ class SimNode(Endpoint):
         node = data["node"]
         if node == self.node_id:
             return None
-        live = data["state"] in _LIVE_STATES
-        if live != (node in self.live_peers):
-            if live:
-                self.live_peers[node] = None
-            else:
-                del self.live_peers[node]
-            self.peers_dirty = True
-            if not self.election_dirty:
-                self.election.member_changed(now, node, live)
-                return ELECTION if self.in_council else None
+        # Membership's own live set is the one truth; an alive <-> suspect flap costs one
+        # idempotent `member_changed` and at most an early peer refresh, no shadow set.
+        self.peers_dirty = True
+        if not self.election_dirty:
+            self.election.member_changed(now, node, data["state"] in _LIVE_STATES)
+            return ELECTION if self.in_council else None
         return None
 
     def _on_election_event(self, now: float, event: Event) -> int | None:
@@ -227,7 +217,7 @@ class SimNode(Endpoint):
         if name == "hub":
             in_council = self._sits_on_council()
             if in_council and not self.in_council and self.election_dirty:
-                self.election.set_live_members(now, self.live_peers)
+                self.election.set_live_members(now, self.membership.live_peers())
                 self.election_dirty = False
                 self.in_council = True
                 return ELECTION

@@ -193,7 +193,7 @@ class World:
                     node.membership.add_member(0.0, other)
             node.membership.drain()  # the initial "member alive" events describe the setup
             settle_rumours(node.membership)
-            node.know_members(member_ids)
+            node.know_members()
             self.live[identity.node_id] = node
             self.detection.started(identity.node_id, 0.0, restart=False)
         for record in records:

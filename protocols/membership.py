@@ -121,6 +121,7 @@ class MemberState(StrEnum):
 
 
 _PUBLIC_STATE = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT)
+_STATE_NAME = tuple(state.value for state in _PUBLIC_STATE)  # `.value` is a slow descriptor
 
 
 @dataclass(frozen=True, slots=True)
@@ -968,7 +969,7 @@ class MembershipCore:
         self._effects.append(
             Event(
                 "member",
-                {"node": node, "state": _PUBLIC_STATE[state].value, "incarnation": incarnation},
+                {"node": node, "state": _STATE_NAME[state], "incarnation": incarnation},
             )
         )
 

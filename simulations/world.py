@@ -187,20 +187,20 @@ class World:
             store = self._new_store()
             store.replicate(template)
             node = self._make_node(identity, store)
-            self.network.place(identity.node_id)
+            own = identity.node_id
+            self.network.place(own)
+            add_member = node.membership.add_member
             for other in member_ids:
-                if other != identity.node_id:
-                    node.membership.add_member(0.0, other)
+                if other != own:
+                    add_member(0.0, other)
             node.membership.drain()  # the initial "member alive" events describe the setup
             settle_rumours(node.membership)
             node.know_members()
             self.live[identity.node_id] = node
             self.detection.started(identity.node_id, 0.0, restart=False)
         for record in records:
-            rid = record.signature
-            self.checker.acknowledged(rid, record, self.founder_id)
-            for node_id in member_ids:
-                self.checker.accepted(0.0, node_id, rid)
+            self.checker.acknowledged(record.signature, record, self.founder_id)
+        self.checker.held_by_all([record.signature for record in records], member_ids)
         for node in self.live.values():
             self.engine.attach(node)
         self.population.sample(0.0, len(self.live))

@@ -21,7 +21,7 @@ from protocols.dissemination import DisseminationConfig
 from protocols.effects import Event
 from protocols.election_config import ElectionConfig
 from protocols.identity import NodeId, NodeIdentity
-from protocols.membership import MembershipConfig, MembershipCore
+from protocols.membership import MembershipConfig
 from protocols.record_store import RecordStore
 from protocols.records import Record, Verifier, sign_record
 from simulations.churn_model import ChurnModel
@@ -194,7 +194,6 @@ class World:
                 if other != own:
                     add_member(0.0, other)
             node.membership.drain()  # the initial "member alive" events describe the setup
-            settle_rumours(node.membership)
             node.know_members()
             self.live[identity.node_id] = node
             self.detection.started(identity.node_id, 0.0, restart=False)
@@ -509,18 +508,6 @@ class World:
             node = self.live.get(node_id)
             if node is not None:
                 self.hub.believed(now, node_id, node.election)
-
-
-def settle_rumours(core: MembershipCore) -> None:
-    """Empty the piggyback queue that `add_member` filled while the initial mesh was built.
-
-    A mesh that has been running for a while has long finished gossiping who its members
-    are; without this, t=0 would start with every node re-announcing all n members
-    (n x retransmit-limit piggyback slots each), a flood no steady-state mesh sees. The
-    membership core has no public call for "these members are old news", so this resets
-    its queue object directly; it is used only while building the initial state.
-    """
-    core._queue = type(core._queue)()
 
 
 def convergence_bound_s(

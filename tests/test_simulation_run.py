@@ -144,3 +144,20 @@ def test_sharing_decoded_dissemination_messages_changes_nothing_but_copies() -> 
     assert digest_shared == digest_copied
     assert held_shared == held_copied
     assert objects_shared < objects_copied / 5  # each record arrives as one object, not one per node
+
+
+def test_a_crashed_node_keeps_its_store_only_if_it_will_restart() -> None:
+    world = World(build_scenario(nodes=12, duration="1m", churn="0", seed=4))
+    world.bootstrap()
+    world.start()
+    world.engine.run_until(5.0)
+    gone, back = list(world.live)[1:3]
+    held = len(world.live[back].store)
+    world.crash(gone, restarts=False)
+    world.crash(back)
+    world.restart(gone)
+    world.restart(back)
+    assert gone not in world.live  # nothing kept, so nothing to restart from
+    assert len(world.live[back].store) == held  # its disk survived the crash
+    world.engine.run_until(40.0)
+    assert world.engine.stop_reason is None

@@ -6,12 +6,14 @@ in the docs and a test's assertion come from the very same code path.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from simulations.analytic import eager_push_t99_s, push_gossip_bound_s
 from simulations.report import Report, Series, peak_rss_mb
@@ -30,63 +32,80 @@ def run_simulation(
     election_factory: ElectionFactory | None = None,
     console: Console | None = None,
 ) -> Report:
-    """Simulate `scenario` and return its report; `progress` shows a rich bar on stderr."""
-    setup_started = time.perf_counter()
-    if store_factory is None:
-        world = World(scenario, election_factory=election_factory)
-    else:
-        world = World(scenario, store_factory=store_factory, election_factory=election_factory)
-    world.bootstrap()
-    world.start()
-    # The initial mesh lives as long as the run: move it out of the collector's sight,
-    # so full collections stop re-scanning a million objects that can never be freed.
-    # Young collections are rare too: almost all garbage here is freed by reference
-    # counting, and with the defaults collections took a sixth of a 1000-node run.
-    gc.collect()
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(100_000, 50, 1000)
-    setup_seconds = time.perf_counter() - setup_started
-    try:
-        return _drive(world, scenario, progress, console, setup_seconds)
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+    """Simulate `scenario` and return its report; `progress` shows rich bars on stderr.
+
+    Two bars: building the initial mesh (minutes at 5000 nodes), then the run itself with
+    virtual time, live nodes, speed and the time left.
+    """
+    bar = _progress_bar(console) if progress else None
+    with bar if bar is not None else contextlib.nullcontext():
+        setup_started = time.perf_counter()
+        if store_factory is None:
+            world = World(scenario, election_factory=election_factory)
+        else:
+            world = World(scenario, store_factory=store_factory, election_factory=election_factory)
+        world.bootstrap(on_built=None if bar is None else _setup_reporter(bar, scenario.nodes))
+        world.start()
+        # The initial mesh lives as long as the run: move it out of the collector's sight,
+        # so full collections stop re-scanning a million objects that can never be freed.
+        # Young collections are rare too: almost all garbage here is freed by reference
+        # counting, and with the defaults collections took a sixth of a 1000-node run.
+        gc.collect()
+        gc.freeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 1000)
+        setup_seconds = time.perf_counter() - setup_started
+        try:
+            return _drive(world, scenario, bar, setup_seconds)
+        finally:
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
 
 
-def _drive(
-    world: World, scenario: Scenario, progress: bool, console: Console | None, setup_seconds: float
-) -> Report:
+def _progress_bar(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}[/bold]"),
+        BarColumn(),
+        TextColumn("{task.fields[virtual]}"),
+        TextColumn("live {task.fields[live]}"),
+        TextColumn("{task.fields[speed]}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+        transient=False,
+    )
+
+
+def _setup_reporter(bar: Progress, nodes: int) -> Callable[[int], None]:
+    task = bar.add_task("build mesh", total=nodes, virtual=f"0/{nodes} nodes", live=0, speed="")
+
+    def built(count: int) -> None:
+        bar.update(task, completed=count, virtual=f"{count}/{nodes} nodes", live=count)
+
+    return built
+
+
+def _drive(world: World, scenario: Scenario, bar: Progress | None, setup_seconds: float) -> Report:
     engine = world.engine
     duration = scenario.duration_s
     started = time.perf_counter()
-    if progress:
-        bar = Progress(
-            TextColumn("[bold]simulate[/bold]"),
-            BarColumn(),
-            TextColumn("{task.fields[virtual]}"),
-            TextColumn("live {task.fields[live]}"),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            console=console or Console(stderr=True),
-            transient=False,
-        )
-        with bar:
-            task = bar.add_task("run", total=duration, virtual="0s", live=len(world.live), speed="")
+    if bar is not None:
+        task = bar.add_task("simulate", total=duration, virtual="0s", live=len(world.live), speed="")
 
-            def update() -> None:
-                wall = time.perf_counter() - started
-                speed = engine.now / wall if wall > 0 else 0.0
-                bar.update(
-                    task,
-                    completed=engine.now,
-                    virtual=f"{engine.now:7.1f}s / {duration:g}s",
-                    live=len(world.live),
-                    speed=f"{speed:6.1f}x",
-                )
+        def update() -> None:
+            wall = time.perf_counter() - started
+            speed = engine.now / wall if wall > 0 else 0.0
+            bar.update(
+                task,
+                completed=engine.now,
+                virtual=f"{engine.now:7.1f}s / {duration:g}s",
+                live=len(world.live),
+                speed=f"{speed:6.1f}x",
+            )
 
-            engine.run_until(duration, on_step=update, step_every=_STEP_EVENTS)
-            update()
+        engine.run_until(duration, on_step=update, step_every=_STEP_EVENTS)
+        update()
     else:
         engine.run_until(duration)
     world.finish()

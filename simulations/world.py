@@ -41,6 +41,7 @@ StoreFactory = Callable[[bytes, Verifier], RecordStore]
 _T_CRASH, _T_LEAVE, _T_JOIN, _T_RESTART, _T_PUBLISH, _T_FORGE, _T_MEMBER = range(1, 8)
 _STATE_CODE = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
 SPOT_CHECK_RECORDS = 16
+_BUILT_REPORT_EVERY = 50
 """Acknowledged records drawn for each periodic store check (the final check takes all)."""
 HUB_RESTART_AFTER_S = 30.0
 """A hub crashed by `kill_hub_every` comes back this much later (a rebooted machine)."""
@@ -164,8 +165,11 @@ class World:
         )
         return node
 
-    def bootstrap(self) -> None:
+    def bootstrap(self, on_built: Callable[[int], None] | None = None) -> None:
         """The mesh at t=0: the founder admitted every initial member; all know all.
+
+        `on_built(count)` is told how many nodes are built so far, now and then: at 5000
+        nodes this takes minutes, and a progress bar should say so.
 
         One store merges the genesis and every admission record for real and every
         node's store starts as a replica of it (`RecordStore.replicate`: the same
@@ -197,12 +201,16 @@ class World:
             node.know_members()
             self.live[identity.node_id] = node
             self.detection.started(identity.node_id, 0.0, restart=False)
+            if on_built is not None and len(self.live) % _BUILT_REPORT_EVERY == 0:
+                on_built(len(self.live))
         for record in records:
             self.checker.acknowledged(record.signature, record, self.founder_id)
         self.checker.held_by_all([record.signature for record in records], member_ids)
         for node in self.live.values():
             self.engine.attach(node)
         self.population.sample(0.0, len(self.live))
+        if on_built is not None:
+            on_built(len(self.live))
 
     # ---- the plan: churn, workload, events, checks ------------------------------------------
 

@@ -29,6 +29,7 @@ from actors.supervisor import ChildSpec, Strategy, Supervisor, SupervisorError
 from mesh.data_dir import DataDir
 from mesh.hub_role import ADMISSIONS_CHILD, HUB_CHILD, HubAdmit, HubContext, HubRefusal, hub_supervisor
 from mesh.libp2p_transport import Libp2pTransport
+from mesh.live_view import LIVE_VIEW_META, encode_live_view, restart_contacts
 from mesh.peer_sender import PeerSender
 from mesh.record_database import RecordDatabase
 from mesh.seq_allocator import SeqAllocator
@@ -128,6 +129,7 @@ class Node:
         self._supervisor: Supervisor | None = None
         self._seqs: SeqAllocator | None = None
         self._db_lock = trio.Lock()
+        self._saved_live_view: bytes | None = None
         self._stop = trio.Event()
         self.finished = trio.Event()
         self._manifest_details: dict[str, Any] = {}
@@ -202,7 +204,7 @@ class Node:
                         await self._join(join)
                     # Members first: the manifest (our current addresses) is then pushed
                     # to live peers at once instead of waiting for anti-entropy.
-                    await self._meet_known_members()
+                    await self._meet_known_members(restarting=join is None)
                     await self._publish_manifest()
                     task_status.started(self)
                     await self._stop.wait()
@@ -537,6 +539,19 @@ class Node:
             self._actor("dissemination").try_send(Command(lambda core, now: core.set_peers(live)))
             if not self._actor("election").try_send(Command(_live_setter(live))):
                 self.counters["election_mailbox_full"] += 1
+            await self._save_live_view(live)
+
+    async def _save_live_view(self, live: list[NodeId]) -> None:
+        """Keep the live set with the records (`mesh.live_view`): the next start contacts these."""
+        view = encode_live_view([node for node in live if node != self.node_id])
+        if view == self._saved_live_view:
+            return  # an alive <-> suspect flap: the set did not change
+        async with self._db_lock:
+            database = self._database
+            if database is None:
+                return
+            await trio.to_thread.run_sync(database.set_meta, LIVE_VIEW_META, view)
+        self._saved_live_view = view
 
     def _remember_acceptance(self, record: Record, at: float, via: str) -> None:
         slot = record.slot
@@ -620,12 +635,25 @@ class Node:
 
         return await self.call_core("dissemination", author)  # type: ignore[no-any-return]
 
-    async def _meet_known_members(self) -> None:
+    async def _meet_known_members(self, restarting: bool) -> None:
+        """Tell membership whom to probe: every admitted member on a first start; after a
+        restart only those live when this node last looked, and join through a few of them."""
         members = [m for m in self.store.ledger.members() if m != self.node_id]
+        seeds: list[NodeId] = []
+        if restarting:
+            async with self._db_lock:
+                database = self._database
+                assert database is not None
+                saved = await trio.to_thread.run_sync(database.get_meta, LIVE_VIEW_META)
+            members, seeds = restart_contacts(members, saved, random.Random())
+            if saved is not None:
+                log.info("restart: contacting %d members live at the last look", len(members))
 
         def add_all(core: MembershipCore, now: float) -> None:
             for member in members:
                 core.add_member(now, member)
+            if seeds:
+                core.join(now, seeds)
 
         await self.call_core("membership", add_all)
 

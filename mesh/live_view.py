@@ -18,6 +18,9 @@ LIVE_VIEW_META = "live_members"
 """The `meta` row of the record database that holds the saved view."""
 RESTART_SEEDS = 3
 """Members a restarted node asks for their whole member table (a membership join)."""
+RESTART_ANSWER_WAIT_S = 20.0
+"""How long a restarted node waits for any member to answer before it contacts every
+admitted member: one away for long may find all it last saw live gone, and others up."""
 
 
 def encode_live_view(live: list[NodeId]) -> bytes:

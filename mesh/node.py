@@ -29,7 +29,7 @@ from actors.supervisor import ChildSpec, Strategy, Supervisor, SupervisorError
 from mesh.data_dir import DataDir
 from mesh.hub_role import ADMISSIONS_CHILD, HUB_CHILD, HubAdmit, HubContext, HubRefusal, hub_supervisor
 from mesh.libp2p_transport import Libp2pTransport
-from mesh.live_view import LIVE_VIEW_META, encode_live_view, restart_contacts
+from mesh.live_view import LIVE_VIEW_META, RESTART_ANSWER_WAIT_S, encode_live_view, restart_contacts
 from mesh.peer_sender import PeerSender
 from mesh.record_database import RecordDatabase
 from mesh.seq_allocator import SeqAllocator
@@ -204,7 +204,8 @@ class Node:
                         await self._join(join)
                     # Members first: the manifest (our current addresses) is then pushed
                     # to live peers at once instead of waiting for anti-entropy.
-                    await self._meet_known_members(restarting=join is None)
+                    if await self._meet_known_members(restarting=join is None):
+                        nursery.start_soon(self._widen_if_unanswered)
                     await self._publish_manifest()
                     task_status.started(self)
                     await self._stop.wait()
@@ -635,10 +636,14 @@ class Node:
 
         return await self.call_core("dissemination", author)  # type: ignore[no-any-return]
 
-    async def _meet_known_members(self, restarting: bool) -> None:
+    async def _meet_known_members(self, restarting: bool) -> bool:
         """Tell membership whom to probe: every admitted member on a first start; after a
-        restart only those live when this node last looked, and join through a few of them."""
-        members = [m for m in self.store.ledger.members() if m != self.node_id]
+        restart only those live when this node last looked, and join through a few of them.
+
+        True when that left some admitted members out (see `_widen_if_unanswered`).
+        """
+        everyone = [m for m in self.store.ledger.members() if m != self.node_id]
+        members = everyone
         seeds: list[NodeId] = []
         if restarting:
             async with self._db_lock:
@@ -656,6 +661,17 @@ class Node:
                 core.join(now, seeds)
 
         await self.call_core("membership", add_all)
+        return len(members) < len(everyone)
+
+    async def _widen_if_unanswered(self) -> None:
+        """A restart contacted only the members it last saw live: if none of them answered,
+        contact every admitted member, as a first start does."""
+        await trio.sleep(RESTART_ANSWER_WAIT_S)
+        answered = await self.call_core("membership", lambda core, now: core.stats["received"] > 0)
+        if answered:
+            return
+        log.info("restart: no member answered in %.0f s; contacting every member", RESTART_ANSWER_WAIT_S)
+        await self._meet_known_members(restarting=False)
 
     async def _leave(self) -> None:
         with trio.move_on_after(self.config.leave_grace + 1):

@@ -203,6 +203,8 @@ def test_the_killed_node_rejoins_with_up_and_catches_up(mesh: Mesh5) -> None:
     )["record"]
     assert found is not None and found["seq"] == note["seq"]
     assert all(member_state(d, mesh.e.node_id) == "alive" for d in documents)
+    # it rejoined through the members it had saved as live, not every member ever admitted
+    assert "restart: contacting 4 members live at the last look" in mesh.e.output()
 
 
 def test_a_revoked_member_is_shut_out_everywhere(mesh: Mesh5) -> None:

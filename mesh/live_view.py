@@ -16,6 +16,8 @@ from protocols.membership import NODE_ID_SIZE
 
 LIVE_VIEW_META = "live_members"
 """The `meta` row of the record database that holds the saved view."""
+LIVE_VIEW_SAVE_S = 5.0
+"""How often a running node saves its live set, when it changed."""
 RESTART_SEEDS = 3
 """Members a restarted node asks for their whole member table (a membership join)."""
 RESTART_ANSWER_WAIT_S = 20.0

@@ -29,7 +29,13 @@ from actors.supervisor import ChildSpec, Strategy, Supervisor, SupervisorError
 from mesh.data_dir import DataDir
 from mesh.hub_role import ADMISSIONS_CHILD, HUB_CHILD, HubAdmit, HubContext, HubRefusal, hub_supervisor
 from mesh.libp2p_transport import Libp2pTransport
-from mesh.live_view import LIVE_VIEW_META, RESTART_ANSWER_WAIT_S, encode_live_view, restart_contacts
+from mesh.live_view import (
+    LIVE_VIEW_META,
+    LIVE_VIEW_SAVE_S,
+    RESTART_ANSWER_WAIT_S,
+    encode_live_view,
+    restart_contacts,
+)
 from mesh.peer_sender import PeerSender
 from mesh.record_database import RecordDatabase
 from mesh.seq_allocator import SeqAllocator
@@ -129,7 +135,6 @@ class Node:
         self._supervisor: Supervisor | None = None
         self._seqs: SeqAllocator | None = None
         self._db_lock = trio.Lock()
-        self._saved_live_view: bytes | None = None
         self._stop = trio.Event()
         self.finished = trio.Event()
         self._manifest_details: dict[str, Any] = {}
@@ -206,6 +211,7 @@ class Node:
                     # to live peers at once instead of waiting for anti-entropy.
                     if await self._meet_known_members(restarting=join is None):
                         nursery.start_soon(self._widen_if_unanswered)
+                    nursery.start_soon(self._keep_live_view)
                     await self._publish_manifest()
                     task_status.started(self)
                     await self._stop.wait()
@@ -540,19 +546,23 @@ class Node:
             self._actor("dissemination").try_send(Command(lambda core, now: core.set_peers(live)))
             if not self._actor("election").try_send(Command(_live_setter(live))):
                 self.counters["election_mailbox_full"] += 1
-            await self._save_live_view(live)
 
-    async def _save_live_view(self, live: list[NodeId]) -> None:
-        """Keep the live set with the records (`mesh.live_view`): the next start contacts these."""
-        view = encode_live_view([node for node in live if node != self.node_id])
-        if view == self._saved_live_view:
-            return  # an alive <-> suspect flap: the set did not change
-        async with self._db_lock:
-            database = self._database
-            if database is None:
-                return
-            await trio.to_thread.run_sync(database.set_meta, LIVE_VIEW_META, view)
-        self._saved_live_view = view
+    async def _keep_live_view(self) -> None:
+        """Save the live set with the records (`mesh.live_view`) when it changed, at most every
+        few seconds: a 1000-node mesh under churn changes it every second, and each save is
+        an fsync. A crash loses at most the last few seconds of changes to a hint."""
+        saved: bytes | None = None
+        while True:
+            await trio.sleep(LIVE_VIEW_SAVE_S)
+            view = encode_live_view([node for node in self._live_now() if node != self.node_id])
+            if view == saved:
+                continue
+            async with self._db_lock:
+                database = self._database
+                if database is None:
+                    return
+                await trio.to_thread.run_sync(database.set_meta, LIVE_VIEW_META, view)
+            saved = view
 
     def _remember_acceptance(self, record: Record, at: float, via: str) -> None:
         slot = record.slot

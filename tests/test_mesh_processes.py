@@ -115,7 +115,9 @@ def test_an_unadmitted_process_cannot_get_a_single_record_accepted(mesh: Mesh5) 
     after = mesh.procs.status(target)
     transport_before, transport_after = before["counters"]["transport"], after["counters"]["transport"]
     assert transport_after["refused"] - transport_before["refused"] >= len(refused)
-    assert after["records"] == before["records"]
+    # Not a record count: members keep publishing meanwhile (a manifest with hardware
+    # details arrives seconds after start). Every author the target holds is a member.
+    assert set(after["clock"]) <= {node.node_id for node in mesh.all}
     assert report["rogue"] not in after["clock"]
     assert (
         mesh.procs.request(

@@ -13,6 +13,7 @@ they are in SQLite.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -60,6 +61,7 @@ from protocols.invite import (
     HubContact,
     Invite,
     InviteError,
+    InviteProblem,
     check_invite,
     check_uses,
     create_invite,
@@ -139,6 +141,11 @@ class Node:
         self.finished = trio.Event()
         self._manifest_details: dict[str, Any] = {}
         self._accepted_at: OrderedDict[tuple[bytes, str, str], tuple[int, float, str]] = OrderedDict()
+        self._hub_role_changes, self._hub_role_changes_out = trio.open_memory_channel[_HubRoleChange](
+            math.inf
+        )
+        self._hub_logged: tuple[int, bytes] | None = None
+        self._membership_starts = 0
         self.counters: Counter[str] = Counter()
         """Inbound input this node dropped (malformed, mailbox full), shown by `status`."""
         self.started_at = time.time()
@@ -187,6 +194,7 @@ class Node:
                 self._transport = transport
                 async with trio.open_nursery() as nursery:
                     self._sender = PeerSender(transport, nursery, self.addresses_of)
+                    nursery.start_soon(self._apply_hub_role_changes)
                     self._supervisor = Supervisor(
                         [
                             ChildSpec("dissemination", self._dissemination_actor),
@@ -230,6 +238,18 @@ class Node:
 
     def _membership_actor(self) -> ProtocolActor:
         core = MembershipCore(self.node_id, random.Random(), self.config.membership)
+        self._membership_starts += 1
+        if self._membership_starts > 1:
+            # A restarted membership actor starts with an empty table; left so, the node
+            # stops probing anyone and drops out of everyone's view. Contact every
+            # admitted member again, as a first start does: SWIM's probes and push-pull
+            # rebuild the states (the departed are suspected and buried again).
+            now = trio.current_time()
+            for member in self.store.ledger.members():
+                if member != self.node_id:
+                    core.add_member(now, member)
+            self.counters["membership_restarted"] += 1
+            log.warning("membership restarted: contacting every admitted member again")
         return ProtocolActor(core, self._send_membership, self._on_member_events)
 
     def _election_actor(self) -> ProtocolActor:
@@ -352,6 +372,7 @@ class Node:
     async def _admit(self, peer: NodeId, request: JoinRequest) -> Record:
         invite = request.invite
         check_invite(invite, mesh=self.store.mesh_id, now=time.time())
+        self._check_inviter_standing(invite)
         if self.store.ledger.is_member(peer):
             existing = [r for r in self.store.of_kind(ADMISSION) if admission_body(r).member == peer]
             if existing:
@@ -369,6 +390,27 @@ class Node:
         if isinstance(outcome, HubRefusal):
             raise NodeError(f"this node did not issue that invite; as the hub it refuses: {outcome.reason}")
         return outcome  # type: ignore[no-any-return]
+
+    def _check_inviter_standing(self, invite: Invite) -> None:
+        """An invite admits only while its inviter is a member: a revoked member's tokens die
+        with it, whether the inviter itself or the hub is asked (the token's signature
+        alone cannot say so: only the ledger knows)."""
+        inviter = invite.body.inviter
+        ledger = self.store.ledger
+        if ledger.is_member(inviter):
+            return
+        if inviter in ledger.revoked():
+            raise InviteError(
+                InviteProblem.INVITER_NOT_MEMBER,
+                f"inviter revoked: {inviter.hex()[:16]} was thrown out of the mesh, so its invites "
+                "no longer admit anyone; ask a current member for a new invite",
+            )
+        raise InviteError(
+            InviteProblem.INVITER_NOT_MEMBER,
+            f"this node does not know {inviter.hex()[:16]} as a member (its admission may not "
+            "have reached this node yet, or its inviter was revoked); try again later or ask "
+            "another member for an invite",
+        )
 
     async def _publish_admission(self, peer: NodeId, invite: Invite) -> Record:
         """Count the invite's uses and sign the admission in one step inside the dissemination actor."""
@@ -425,7 +467,9 @@ class Node:
             return None if info is None else str(info.state.value)
 
         seen = await self.call_core("membership", state)
-        return seen in (MemberState.DEAD.value, MemberState.LEFT.value)
+        # None: membership forgot it (reclaim time after a death or leave) or never heard
+        # of it; either way it is not here to admit anyone itself.
+        return seen is None or seen in (MemberState.DEAD.value, MemberState.LEFT.value)
 
     async def _hub_publish_admission(self, peer: NodeId, invite: Invite) -> Record | HubRefusal:
         try:
@@ -466,16 +510,21 @@ class Node:
             elif event.name == "purged":
                 await self._persist_purge(list(event.data["records"]))
             elif event.name == "became_hub":
-                await self._start_hub_role(int(event.data["term"]))
+                self._hub_role_changes.send_nowait(_HubRoleChange(int(event.data["term"]), ""))
             elif event.name == "stepped_down":
-                await self._stop_hub_role(str(event.data["reason"]))
+                self._hub_role_changes.send_nowait(_HubRoleChange(None, str(event.data["reason"])))
             elif event.name == "hub":
-                log.info(
-                    "hub of term %d is %s (council %s)",
-                    event.data["term"],
-                    event.data["hub"].hex()[:12],
-                    ", ".join(member.hex()[:8] for member in event.data["council"]),
-                )
+                # The election reports a hub view when it learns a term and again when it
+                # first hears that hub's lease; the operator needs one line per new hub.
+                named = (int(event.data["term"]), bytes(event.data["hub"]))
+                if named != self._hub_logged:
+                    self._hub_logged = named
+                    log.info(
+                        "hub of term %d is %s (council %s)",
+                        event.data["term"],
+                        event.data["hub"].hex()[:12],
+                        ", ".join(member.hex()[:8] for member in event.data["council"]),
+                    )
             elif event.name == "standing":
                 log.info("standing for hub of term %d (ballot %d)", event.data["term"], event.data["ballot"])
         # A hub role left over from an election actor that crashed while hub (its successor
@@ -483,8 +532,25 @@ class Node:
         # names another hub; its duties were inert meanwhile, as each checks the lease.
         core = self._election_core()
         view = None if core is None else core.hub_view()
-        if view is not None and view.hub != self.node_id:
-            await self._stop_hub_role("another node is hub")
+        if view is not None and view.hub != self.node_id and self._child(HUB_CHILD) is not None:
+            self._hub_role_changes.send_nowait(_HubRoleChange(None, "another node is hub"))
+
+    async def _apply_hub_role_changes(self) -> None:
+        """Start and stop the hub role's subtree, in the order the election decided, from a task
+        of its own.
+
+        Never from inside the election actor's event handler: an election that wins (or
+        still holds) the lease in its `on_start` emits `became_hub` while the node's
+        supervisor is starting its children under the supervisor's lock, and starting
+        the hub child from there waited for that same lock forever (a lone founder's
+        restart hung). OTP has the same rule: a child must not call its supervisor from
+        its own init.
+        """
+        async for change in self._hub_role_changes_out:
+            if change.term is not None:
+                await self._start_hub_role(change.term)
+            else:
+                await self._stop_hub_role(change.reason)
 
     async def _publish_for_election(self, record: Record) -> None:
         """Store, persist and gossip a record the election signed; awaited, so it is durable before
@@ -540,7 +606,14 @@ class Node:
 
     async def _on_member_events(self, events: list[Event]) -> None:
         for event in events:
-            log.info("member %s is %s", event.data["node"].hex()[:12], event.data["state"])
+            # Only `member` events carry a state: `member_forgotten` (reclaim time after a
+            # death or leave) has just the node. Reading `state` from every event crashed
+            # the membership actor a minute after any departure, and its restart came
+            # back with an empty member table.
+            if event.name == "member":
+                log.info("member %s is %s", event.data["node"].hex()[:12], event.data["state"])
+            elif event.name == "member_forgotten":
+                log.info("member %s forgotten (reclaim time passed)", event.data["node"].hex()[:12])
         if events and self._supervisor is not None:
             live = await self._live_members()
             self._actor("dissemination").try_send(Command(lambda core, now: core.set_peers(live)))
@@ -692,6 +765,10 @@ class Node:
 
     def make_invite(self, ttl_s: float, uses: int) -> str:
         """A token naming this node and, as a second door while it is away, the current hub."""
+        if not self.store.ledger.is_member(self.node_id):
+            if self.node_id in self.store.ledger.revoked():
+                raise NodeError("this node was revoked from the mesh: its invites would admit no one")
+            raise NodeError("this node is not (yet) a member of the mesh, so it cannot invite anyone")
         hubs: list[HubContact] = []
         core = self._election_core()
         view = None if core is None else core.hub_view()
@@ -806,6 +883,14 @@ class Node:
                 },
             },
         }
+
+
+@dataclass(frozen=True)
+class _HubRoleChange:
+    """Start the hub role for `term`, or (term None) stop it for `reason`."""
+
+    term: int | None
+    reason: str
 
 
 @dataclass(frozen=True)

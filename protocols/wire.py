@@ -1,8 +1,14 @@
-"""The canonical, versioned, size-capped wire encoding (msgspec MessagePack).
+"""The canonical, size-capped wire encoding (msgspec MessagePack).
 
 Every message and record crosses the wire through `encode` / `decode`. Decoding raises
-exactly one error type, `WireError`, for garbage, oversized, wrong-typed or
-wrong-version input, so callers can drop-and-count with a single `except` clause.
+exactly one error type, `WireError`, for garbage, oversized or wrong-typed input, so
+callers can drop-and-count with a single `except` clause.
+
+Versions are not carried in each message. They are negotiated once per stream by the
+libp2p protocol id (`/ileices/membership/1`, ...): a node that changes a protocol's
+messages in an incompatible way serves it under `/2`, keeps `/1` for as long as old
+peers matter, and multistream-select picks the newest both speak. A per-message
+envelope would only repeat that (and went unused on the real wire, so it was removed).
 
 Canonical: structs are encoded as MessagePack arrays in field order and msgspec always
 chooses the shortest integer encoding, so equal values always encode to equal bytes;
@@ -15,7 +21,6 @@ from typing import Any, TypeVar
 
 import msgspec
 
-WIRE_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 T = TypeVar("T")
@@ -67,27 +72,3 @@ def decode(data: bytes | bytearray | memoryview, type_: type[T], *, max_bytes: i
         raise WireError(f"malformed {getattr(type_, '__name__', type_)}: {exc}") from None
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:
         raise WireError(f"malformed {getattr(type_, '__name__', type_)}: {exc}") from None
-
-
-class Envelope(WireStruct, frozen=True):
-    """A versioned frame: which protocol message follows, encoded separately.
-
-    Keeping the body as opaque bytes lets a node refuse an unknown version before
-    parsing anything it does not understand.
-    """
-
-    version: int
-    body: bytes
-
-
-def seal(value: Any) -> bytes:
-    """Wrap an encoded message in a versioned envelope."""
-    return encode(Envelope(WIRE_VERSION, encode(value)))
-
-
-def open_sealed(data: bytes, type_: type[T]) -> T:
-    """Unwrap a versioned envelope and decode its body, refusing other versions."""
-    envelope = decode(data, Envelope)
-    if envelope.version != WIRE_VERSION:
-        raise WireError(f"unsupported wire version {envelope.version} (this node speaks {WIRE_VERSION})")
-    return decode(envelope.body, type_)

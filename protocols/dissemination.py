@@ -6,6 +6,10 @@ missed, so every live node converges. A steady-state anti-entropy round costs tw
 messages, because it opens with a hash of the record set rather than the whole clock;
 when the sets differ, the hello's per-bucket summary narrows the exchange to the clock
 entries of the authors whose buckets differ (a 32nd of the clock, typically).
+
+Nothing a peer says about its own state moves ours: a hello or a request only decides
+what we send, and a delta's clock claims are adopted only as far as the store can check
+them (`RecordStore.apply_delta`); each refused claim is counted as `dropped_claim_<why>`.
 """
 
 from __future__ import annotations
@@ -199,3 +203,5 @@ class DisseminationCore:
             self._effects.append(Event("clock", {"changes": result.clock_changes}))
         for outcome, count in result.outcomes.items():
             self.counters[f"records_{outcome.value}"] += count
+        for refusal, count in result.refused_claims.items():
+            self.counters[f"dropped_claim_{refusal.value}"] += count

@@ -6,11 +6,13 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.record_store import SUMMARY_BUCKETS, AuthorDelta
-from protocols.records import Record
+from protocols.record_store import SUMMARY_BUCKETS, AuthorDelta, ClockSeq
+from protocols.records import Key32, Record
 from protocols.wire import WireStruct
 
 Digest32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+Clock = dict[Key32, ClockSeq]
+"""A vector clock (or the part of one for some buckets) on the wire: `{author: seq}`."""
 
 
 class Push(WireStruct, frozen=True, tag="push"):
@@ -46,7 +48,7 @@ class SyncRequest(WireStruct, frozen=True, tag="sync-request"):
     the exchange; None means the whole clock (a peer that sent no summary).
     """
 
-    clock: dict[bytes, int]
+    clock: Clock
     buckets: Buckets | None = None
 
 
@@ -54,7 +56,7 @@ class SyncDelta(WireStruct, frozen=True, tag="sync-delta"):
     """What the peer lacks; `clock` is set when the sender wants a delta back (for `buckets`)."""
 
     entries: list[AuthorDelta]
-    clock: dict[bytes, int] | None = None
+    clock: Clock | None = None
     buckets: Buckets | None = None
 
 

@@ -9,6 +9,21 @@ every record of `a` with seq <= s is held here or superseded by a newer one held
 An eagerly pushed record that leaves a gap is stored but not claimed until the gap is
 filled, by the next record in order or by an anti-entropy delta that covers the range.
 
+A delta's `since..upto` is the sender's word, and any admitted member may lie, so a
+claim moves this store's clock only as far as this store can check it (`apply_delta`):
+never past the highest seq of that author this store has itself verified a record of
+(held, superseded or fenced: `_top_seq`), never from a malformed entry (`since > upto`,
+a record of another author or at or below `since`), and only once every record it
+carries in the range is held here or superseded. Refused claims are counted
+(`claim_refusals`). Why it matters: honest peers send only what lies past a claim, so
+one empty delta claiming seq 2^62 would silence that author here for good (and move
+`highest_seq`, which seq allocation and revocation read). What stays on trust is that a
+seq inside the range, below the highest one verified here, was superseded: no record
+proves that, and honest deltas rely on it for gaps whose records were replaced before
+this store saw them. So a lie there can still hide a record missing below one held here
+(a lost push, then a later record that arrived); it cannot hide anything newer than what
+this store has verified. The checks cost one pass over each entry's records.
+
 Two different records with the same `(author, seq)` are an equivocation: both are kept
 as evidence and the one with the smaller signature stays current, a rule every replica
 applies the same way.
@@ -25,7 +40,10 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import msgspec
 
 from protocols.admission import ADMISSION_ORDER, AdmissionLedger
 from protocols.admission_records import ADMISSION, ADMISSION_KINDS, GENESIS, REVOCATION
@@ -33,7 +51,7 @@ from protocols.fencing import HUB_ISSUED_KINDS, issued_term
 from protocols.hashing import digest
 from protocols.identity import NodeId
 from protocols.identity import verify as ed25519_verify
-from protocols.records import Record, Verifier, verify_record
+from protocols.records import Key32, Record, Verifier, verify_record
 from protocols.wire import WireError, WireStruct
 
 DEFAULT_MAX_DELTA_RECORDS = 4096
@@ -60,12 +78,32 @@ KNOWN = frozenset({Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.STALE, Outcome.E
 """Outcomes after which the record's content is reflected in this store."""
 
 
-class AuthorDelta(WireStruct, frozen=True):
-    """All of `author`'s current records with `since < seq <= upto`: brings a peer up to `upto`."""
+class ClaimRefusal(enum.StrEnum):
+    """Why `RecordStore.apply_delta` refused an entry's clock claim; each refusal is counted."""
 
-    author: bytes
-    since: int
-    upto: int
+    BAD_RANGE = "bad_range"
+    """`since` below 0 or above `upto`: no honest delta says that."""
+    FOREIGN_RECORD = "foreign_record"
+    """The entry carries a record of another author."""
+    RECORD_BELOW_SINCE = "record_below_since"
+    """The entry carries a record at or below `since`, which the sender was told is claimed."""
+    BEYOND_HELD = "beyond_held"
+    """`upto` passes every seq of the author this store has verified a record of."""
+
+
+ClockSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+"""A clock entry on the wire: 0 (nothing claimed) up to the largest record seq."""
+
+
+class AuthorDelta(WireStruct, frozen=True):
+    """All of `author`'s current records with `since < seq <= upto`: brings a peer up to `upto`.
+
+    Records past `upto` may ride along unclaimed (held past the sender's own claim).
+    """
+
+    author: Key32
+    since: ClockSeq
+    upto: ClockSeq
     records: list[Record]
 
 
@@ -77,6 +115,7 @@ class MergeResult:
     outcomes: Counter[Outcome]
     clock_changes: dict[NodeId, int]
     purged: list[Record]
+    refused_claims: Counter[ClaimRefusal] = field(default_factory=Counter)
 
 
 def bucket_of(author: NodeId) -> int:
@@ -110,7 +149,10 @@ class RecordStore:
         self._fingerprint = 0
         self._clock_total = 0
         self._covered: dict[NodeId, set[int]] = {}
-        self._top_seq: dict[NodeId, int] = {}  # an upper bound on held seqs per author: lets deltas skip
+        # per author, the highest seq this store has verified a record of (held now, or seen and
+        # then superseded or fenced): bounds held seqs, so deltas can skip an author, and bounds
+        # the clock claims a peer can make this store adopt
+        self._top_seq: dict[NodeId, int] = {}
         # per summary bucket: XOR of fingerprints, current records, clock total, authors
         self._bucket_fp = [0] * SUMMARY_BUCKETS
         self._bucket_count = [0] * SUMMARY_BUCKETS
@@ -121,6 +163,8 @@ class RecordStore:
         self._summary: bytes | None = None
         self.evidence: list[tuple[Record, Record]] = []
         self.counters: Counter[Outcome] = Counter()
+        self.claim_refusals: Counter[ClaimRefusal] = Counter()
+        """Delta entries whose clock claim `apply_delta` refused, by reason."""
         self.fence_term = 0
         """The newest hub term this store has been told of: hub-issued records below it are refused."""
 
@@ -240,10 +284,14 @@ class RecordStore:
         """Reload what this node persisted itself: records checked when first accepted, and claims.
 
         Signatures are not checked again (the database passed SQLite's integrity check and
-        holds only records this store accepted); admission rules still apply.
+        holds only records this store accepted); admission rules still apply, and a claim
+        is cut to the author's highest seq held, the bound `apply_delta` applies (a
+        database written before claims were checked may hold one a peer planted).
         """
         result = self.merge(records, verified=True)
+        top_seq = self._top_seq
         for author, seq in clock.items():
+            seq = min(seq, top_seq.get(author, 0))
             if seq > self._clock.get(author, 0) and self.ledger.allows(author, seq):
                 self._set_clock(author, seq, result)
         return result
@@ -350,7 +398,10 @@ class RecordStore:
             return None
         if not verified and not verify_record(record, self._verify):
             return Outcome.BAD_SIGNATURE
-        self._advance_clock(record.author, record.seq, result)
+        author, seq = record.author, record.seq
+        if seq > self._top_seq.get(author, 0):
+            self._top_seq[author] = seq  # seen and verified: a claim may cover it
+        self._advance_clock(author, seq, result)
         return Outcome.FENCED
 
     def _is_fenced(self, record: Record) -> bool:
@@ -501,27 +552,60 @@ class RecordStore:
         return entries
 
     def apply_delta(self, entries: Iterable[AuthorDelta], *, verified: bool = False) -> MergeResult:
-        """Merge a peer's delta and adopt its clock claims for every entry merged in full."""
+        """Merge a peer's delta and adopt its clock claims where this store can back them.
+
+        The records (each entry's own author's) merge like any others: they are signed. An
+        entry's claim `upto` is only the sender's word, so it is adopted when the entry is
+        well formed, continues this store's claim (`since <= claim < upto`), does not pass
+        the highest seq of the author verified here, and every record it carries in the
+        range is held here or superseded. A refused claim is counted (`claim_refusals`,
+        and the result's `refused_claims`); the entry's records still merge and extend the
+        claim over whatever they make contiguous. Cost: one more pass over each entry's
+        records, next to the merge itself.
+        """
         entries = list(entries)
         result = self.merge(
             (record for entry in entries for record in entry.records if record.author == entry.author),
             verified=verified,
         )
+        refused = result.refused_claims
+        top_seq = self._top_seq
         for entry in entries:
-            claimed = self._clock.get(entry.author, 0)
-            if entry.since > claimed or entry.upto <= claimed:
+            author, since, upto = entry.author, entry.since, entry.upto
+            refusal = self._malformed(entry)
+            if refusal is not None:
+                refused[refusal] += 1
                 continue
-            if not self.ledger.allows(entry.author, entry.upto):
+            claimed = self._clock.get(author, 0)
+            if since > claimed or upto <= claimed:
+                continue  # nothing to adopt: crossed in flight, or does not meet our claim
+            if not self.ledger.allows(author, upto):
+                continue
+            if upto > top_seq.get(author, 0):
+                refused[ClaimRefusal.BEYOND_HELD] += 1
                 continue
             complete = all(
-                self._holds_or_supersedes(record)
-                for record in entry.records
-                if record.author == entry.author and entry.since < record.seq <= entry.upto
+                self._holds_or_supersedes(record) for record in entry.records if record.seq <= upto
             )
             if complete:
-                self._set_clock(entry.author, entry.upto, result)
-                self._extend_clock(entry.author, result)
+                self._set_clock(author, upto, result)
+                self._extend_clock(author, result)
+        if refused:
+            self.claim_refusals.update(refused)
         return result
+
+    @staticmethod
+    def _malformed(entry: AuthorDelta) -> ClaimRefusal | None:
+        """Why no honest `delta_for` could have built `entry`, or None when one could have."""
+        author, since = entry.author, entry.since
+        if since < 0 or entry.upto < since:
+            return ClaimRefusal.BAD_RANGE
+        for record in entry.records:
+            if record.author != author:
+                return ClaimRefusal.FOREIGN_RECORD
+            if record.seq <= since:
+                return ClaimRefusal.RECORD_BELOW_SINCE
+        return None
 
     def _holds_or_supersedes(self, record: Record) -> bool:
         current = self._current.get(record.slot)

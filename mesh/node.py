@@ -875,6 +875,7 @@ class Node:
             "listen": self._public_addresses(),
             "counters": {
                 "records": {k.value: v for k, v in store.counters.items()},
+                "refused_clock_claims": {k.value: v for k, v in store.claim_refusals.items()},
                 "transport": self.transport.counters.snapshot(),
                 "sender": dict(self._sender.counters) if self._sender else {},
                 "node": dict(self.counters),

@@ -25,6 +25,18 @@ the ledger accepts lets it in), and the joiner tries the inviter first.
   inviter and one hub in one partition, plus `uses` for each later hub that was elected
   before the earlier admissions reached it. Leases keep hubs from overlapping in time,
   but not from missing records.
+
+Terms are checked when a token is made, not only when it is used: the wire schema caps
+`uses` at `MAX_USES`, so a token promising more would be refused as malformed by every
+joiner, and one whose time to live is not positive would be expired when issued. Both
+are refused at issue time with the reason, instead of handing out a dead token.
+
+Telling damage apart. Base32 without padding cannot end on every length, and the
+Reed-Solomon parity can rebuild characters known to be missing (erasures) twice as
+readily as wrong ones, so a token that does not decode is tried as "some characters
+missing at its end" and as "some characters too many at its end" before it is called
+damaged: a truncated paste is then reported as truncated, with the count, rather than as
+foreign characters or too many typos.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import math
 from typing import Annotated
 
 import msgspec
@@ -49,6 +62,15 @@ CHECKSUM_BYTES = 4
 SIGNING_DOMAIN = "ileices/invite/v1"
 MAX_ADDRESSES = 8
 MAX_HUB_CONTACTS = 2
+MAX_USES = 1_000_000
+"""The most uses a token can carry: the wire schema's bound on `InviteBody.uses`."""
+BASE32_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+_VALID_REMAINDERS = frozenset({0, 2, 4, 5, 7})
+"""Unpadded base32 lengths modulo 8 that some byte string encodes to (1, 3 and 6 do not)."""
+MAX_MISSING_DIAGNOSED = PARITY_BYTES * 8 // 5
+"""Characters lost at the end that the parity can still rebuild (16 erased bytes), so
+that a truncation can be recognised and counted."""
+MAX_EXTRA_DIAGNOSED = 16
 
 _codec = reedsolo.RSCodec(PARITY_BYTES)
 
@@ -56,6 +78,8 @@ _codec = reedsolo.RSCodec(PARITY_BYTES)
 class InviteProblem(enum.StrEnum):
     NOT_A_TOKEN = "not a token"
     DAMAGED = "damaged"
+    TRUNCATED = "truncated"
+    TOO_LONG = "too long"
     TAMPERED = "tampered"
     EXPIRED = "expired"
     WRONG_MESH = "wrong mesh"
@@ -79,7 +103,7 @@ class InviteBody(WireStruct, frozen=True):
     inviter: Key32
     invite_id: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
     expires_at: float
-    uses: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    uses: Annotated[int, msgspec.Meta(ge=1, le=MAX_USES)]
     addresses: Annotated[list[Address], msgspec.Meta(max_length=MAX_ADDRESSES)]
 
 
@@ -107,6 +131,27 @@ def _signed_bytes(body: InviteBody) -> bytes:
     return encode((SIGNING_DOMAIN, body))
 
 
+class InviteTermsError(ValueError):
+    """The terms asked for cannot make a usable token (no uses, too many, or already expired)."""
+
+
+def check_terms(ttl_s: float, uses: int) -> None:
+    """Refuse terms whose token no joiner could use; the message names the bound."""
+    _check_uses(uses)
+    if not math.isfinite(ttl_s) or ttl_s <= 0:
+        raise InviteTermsError(
+            f"the time to live must be more than 0 seconds, got {ttl_s:g}: "
+            "the token would be expired when issued"
+        )
+
+
+def _check_uses(uses: int) -> None:
+    if not 1 <= uses <= MAX_USES:
+        raise InviteTermsError(
+            f"uses must be between 1 and {MAX_USES} (the most a token can carry), got {uses}"
+        )
+
+
 def create_invite(
     inviter: NodeIdentity,
     mesh: bytes,
@@ -116,6 +161,8 @@ def create_invite(
     addresses: list[str],
     hubs: list[HubContact] | None = None,
 ) -> Invite:
+    """A signed invite; raises `InviteTermsError` for a number of uses no token can carry."""
+    _check_uses(uses)
     body = InviteBody(mesh, inviter.node_id, invite_id, expires_at, uses, addresses[:MAX_ADDRESSES])
     return Invite(body, inviter.sign(_signed_bytes(body)), list(hubs or [])[:MAX_HUB_CONTACTS])
 
@@ -132,22 +179,97 @@ def decode_token(text: str) -> Invite:
     cleaned = "".join(text.split()).lower()
     if not cleaned.startswith(TOKEN_PREFIX) or len(cleaned) < len(TOKEN_PREFIX) + 16:
         raise InviteError(InviteProblem.NOT_A_TOKEN, f"expected text starting with {TOKEN_PREFIX!r}")
-    body = cleaned[len(TOKEN_PREFIX) :].upper()
+    body = cleaned[len(TOKEN_PREFIX) :]
+    foreign = sorted(set(body) - BASE32_ALPHABET)
+    if foreign:
+        raise _extra_at_end(body) or InviteError(
+            InviteProblem.NOT_A_TOKEN,
+            f"contains characters outside base32 ({' '.join(repr(c) for c in foreign[:5])}); "
+            "a token has only the letters a-z and the digits 2-7",
+        )
     try:
-        raw = base64.b32decode(body + "=" * (-len(body) % 8))
+        payload = _unprotect(body)
+    except InviteError as exc:
+        raise _truncated(body) or _extra_at_end(body) or _impossible_length(body) or exc from None
+    try:
+        return decode(payload, Invite)
+    except WireError as exc:
+        raise InviteError(InviteProblem.NOT_A_TOKEN, str(exc)) from None
+
+
+def _unprotect(body: str, erased_from: int | None = None) -> bytes:
+    """The checked payload inside base32 `body`, its bytes from `erased_from` on treated as lost."""
+    if len(body) % 8 not in _VALID_REMAINDERS:
+        raise InviteError(InviteProblem.DAMAGED, "its length is not one a token can have")
+    try:
+        raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
     except (binascii.Error, ValueError):
         raise InviteError(InviteProblem.NOT_A_TOKEN, "contains characters outside base32") from None
+    erasures = None if erased_from is None else list(range(erased_from, len(raw)))
     try:
-        checked = bytes(_codec.decode(raw)[0])
+        checked = bytes(_codec.decode(raw, erase_pos=erasures)[0])
     except reedsolo.ReedSolomonError:
         raise InviteError(InviteProblem.DAMAGED, "too many characters are wrong to repair it") from None
     payload, checksum = checked[:-CHECKSUM_BYTES], checked[-CHECKSUM_BYTES:]
     if digest(payload)[:CHECKSUM_BYTES] != checksum:
         raise InviteError(InviteProblem.DAMAGED, "checksum mismatch; copy the token again")
-    try:
-        return decode(payload, Invite)
-    except WireError as exc:
-        raise InviteError(InviteProblem.NOT_A_TOKEN, str(exc)) from None
+    return payload
+
+
+def _truncated(body: str) -> InviteError | None:
+    """If `body` is a token cut short by a few characters, say how many are missing.
+
+    The missing characters are appended as placeholders whose bytes are marked as
+    erasures; only the true count lets the parity rebuild them and the checksum agree.
+    """
+    first_lost = len(body) * 5 // 8
+    for missing in range(1, MAX_MISSING_DIAGNOSED + 1):
+        padded = body + "a" * missing
+        if len(padded) % 8 not in _VALID_REMAINDERS:
+            continue
+        if len(padded) * 5 // 8 - first_lost > PARITY_BYTES:
+            break
+        try:
+            _unprotect(padded, erased_from=first_lost)
+        except InviteError:
+            continue
+        return InviteError(
+            InviteProblem.TRUNCATED,
+            f"{_characters(missing)} missing at its end; copy the whole token again",
+        )
+    return None
+
+
+def _extra_at_end(body: str) -> InviteError | None:
+    """If `body` is a whole token followed by a few stray characters, say how many."""
+    for extra in range(1, min(MAX_EXTRA_DIAGNOSED, len(body) - 1) + 1):
+        candidate = body[:-extra]
+        if set(candidate) - BASE32_ALPHABET:
+            continue
+        try:
+            _unprotect(candidate)
+        except InviteError:
+            continue
+        return InviteError(
+            InviteProblem.TOO_LONG,
+            f"{_characters(extra)} too many at its end ({body[-extra:]!r}); copy only the token",
+        )
+    return None
+
+
+def _impossible_length(body: str) -> InviteError | None:
+    """Whatever else is wrong, a length no token can have means characters were lost or added."""
+    if len(body) % 8 in _VALID_REMAINDERS:
+        return None
+    return InviteError(
+        InviteProblem.DAMAGED,
+        f"no token is {len(TOKEN_PREFIX) + len(body)} characters long: some are missing or extra "
+        "(a truncated copy?); copy the whole token again",
+    )
+
+
+def _characters(count: int) -> str:
+    return f"{count} character is" if count == 1 else f"{count} characters are"
 
 
 def check_invite(invite: Invite, *, mesh: bytes | None, now: float) -> None:

@@ -1,4 +1,8 @@
-"""Invite tokens: round trip, typo repair, and a one-line reason for every bad token."""
+"""Invite tokens: round trip, typo repair, and a one-line reason for every bad token.
+
+Truncation and stray characters are told apart from typing damage, and terms no token
+can carry are refused when the token is made rather than by every joiner.
+"""
 
 from __future__ import annotations
 
@@ -83,3 +87,60 @@ def test_expired_wrong_mesh_and_used_up() -> None:
     with pytest.raises(InviteError) as info:
         check_uses(INVITE, used=2)
     assert info.value.problem is InviteProblem.USED_UP
+
+
+@pytest.mark.parametrize("missing", [1, 2, 3, 5, 8, 13, 25])
+def test_a_truncated_token_says_how_many_characters_are_missing(missing: int) -> None:
+    token = encode_token(INVITE)
+    with pytest.raises(InviteError) as info:
+        decode_token(token[:-missing])
+    assert info.value.problem.value == "truncated"
+    counted = "1 character is" if missing == 1 else f"{missing} characters are"
+    assert str(info.value) == (
+        f"invite token truncated: {counted} missing at its end; copy the whole token again"
+    )
+
+
+def test_a_truncated_token_with_typos_is_still_reported_as_truncated() -> None:
+    chars = list(encode_token(INVITE)[:-4])
+    for position in (len(TOKEN_PREFIX) + 3, len(TOKEN_PREFIX) + 40):
+        chars[position] = "a" if chars[position] != "a" else "b"
+    with pytest.raises(InviteError, match="4 characters are missing") as info:
+        decode_token("".join(chars))
+    assert info.value.problem.value == "truncated"
+
+
+@pytest.mark.parametrize("extra", ["a", "q7", "xyz", ".", "!!"])
+def test_a_token_with_extra_characters_at_its_end_says_so(extra: str) -> None:
+    with pytest.raises(InviteError) as info:
+        decode_token(encode_token(INVITE) + extra)
+    assert info.value.problem.value == "too long"
+    counted = "1 character is" if len(extra) == 1 else f"{len(extra)} characters are"
+    assert f"{counted} too many at its end ({extra!r})" in str(info.value)
+
+
+def test_characters_lost_in_the_middle_are_damage_not_foreign_characters() -> None:
+    token = encode_token(INVITE)
+    with pytest.raises(InviteError) as info:
+        decode_token(token[:100] + token[102:])  # a length no token can have
+    assert info.value.problem is InviteProblem.DAMAGED
+    assert "some are missing or extra" in str(info.value)
+    with pytest.raises(InviteError) as info:
+        decode_token(token[:100] + "0" + token[101:])
+    assert info.value.problem is InviteProblem.NOT_A_TOKEN and "'0'" in str(info.value)
+
+
+def test_terms_no_token_can_carry_are_refused_when_it_is_made() -> None:
+    from protocols.invite import MAX_USES, InviteTermsError, check_terms
+
+    for uses in (0, -1, MAX_USES + 1):
+        with pytest.raises(InviteTermsError, match=f"between 1 and {MAX_USES}"):
+            create_invite(INVITER, MESH, b"\x03" * 16, 1000.0, uses, [])
+        with pytest.raises(InviteTermsError):
+            check_terms(60.0, uses)
+    for ttl in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(InviteTermsError, match="time to live must be more than 0"):
+            check_terms(ttl, 1)
+    check_terms(0.001, MAX_USES)
+    most = create_invite(INVITER, MESH, b"\x03" * 16, 1000.0, MAX_USES, [])
+    assert decode_token(encode_token(most)).body.uses == MAX_USES

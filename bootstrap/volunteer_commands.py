@@ -1,4 +1,9 @@
-"""`ileices volunteer`, `pause`, `resume`, `stop-all` and `run`: what a volunteer offers and controls."""
+"""`ileices volunteer`, `pause`, `resume`, `stop-all` and `run`: what a volunteer offers and controls.
+
+Limits belong to the machine, not to a running node: with no node running they are
+stored for its next start, which is not an error. A node that refuses them (or stops
+before confirming) is one, and says so on one line.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from actors.hardware_daemon import load_limits, save_limits
-from bootstrap.control_client import NodeNotRunning, control_request
-from kernels.volunteer_limits import LimitsError, apply_cli_values
+from bootstrap.control_client import ControlClientError, NodeNotRunning, control_request
+from kernels.volunteer_limits import LimitsError, VolunteerLimits, apply_cli_values
 from mesh.data_dir import DataDir
 
 DataDirOption = Annotated[Path, typer.Option("--data-dir", help="The node's directory.")]
@@ -24,7 +29,7 @@ def _fail(message: str) -> None:
 def _ask(data_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
     try:
         reply = control_request(data_dir, request)
-    except (NodeNotRunning, OSError) as exc:
+    except ControlClientError as exc:
         _fail(str(exc))
         raise
     if not reply.get("ok"):
@@ -60,14 +65,28 @@ def volunteer(
         return
     changed = any(value is not None for value in (cpu, gpu, ram, hours))
     if changed:
-        try:
-            _ask(data_dir, {"op": "set_limits", "limits": limits.to_dict()})
-            where = "applied to the running node"
-        except typer.Exit:
-            save_limits(data_dir, limits)
-            where = "stored; the node applies them when it starts"
-        typer.echo(f"limits {where}", err=True)
+        typer.echo(f"limits {_apply_or_store(data_dir, limits)}", err=True)
     typer.echo(json.dumps(limits.to_dict()) if as_json else _describe(limits.to_dict()))
+
+
+def _apply_or_store(data_dir: Path, limits: VolunteerLimits) -> str:
+    """Hand the limits to the running node (which stores them), or store them for its next start.
+
+    A node the limits were sent to but that stopped before confirming may or may not have
+    stored them: they are stored here too (the same values) and the command fails, saying so.
+    """
+    try:
+        reply = control_request(data_dir, {"op": "set_limits", "limits": limits.to_dict()})
+    except NodeNotRunning:
+        save_limits(data_dir, limits)
+        return "stored; the node applies them when it starts"
+    except ControlClientError as exc:
+        save_limits(data_dir, limits)
+        _fail(f"{exc}; the limits are stored in {data_dir} for the node's next start")
+        raise
+    if not reply.get("ok"):
+        _fail(str(reply.get("error", "the node refused")))
+    return "applied to the running node"
 
 
 def _describe(limits: dict[str, Any]) -> str:

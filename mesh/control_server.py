@@ -3,6 +3,11 @@
 `ileices status`, `invite` and `revoke` talk to the node they are pointed at through
 this socket; only the directory's owner can reach it (the directory is 0700), so no
 further authentication is needed. One JSON request line, one JSON reply line.
+
+Requests are checked here as well as in the CLI, because anything that can reach the
+socket can send them: invite terms no token can carry (more uses than the wire schema
+allows, a time to live that is already over) are refused with the reason instead of
+producing a token every joiner would reject.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import trio
 
 from actors.hardware_daemon import RunTask, SetLimits
 from kernels.volunteer_limits import LimitsError, VolunteerLimits
-from mesh.control_socket import MAX_REQUEST_BYTES, SOCKET_NAME, socket_path
+from mesh.control_socket import MAX_REQUEST_BYTES, SOCKET_NAME, socket_path, socket_path_problem
 from mesh.node import Node, NodeError
+from protocols.invite import check_terms
 
 if TYPE_CHECKING:
     from trio._core._run import TaskStatus
@@ -30,7 +36,7 @@ __all__ = ["SOCKET_NAME", "ControlError", "serve_control", "socket_path"]
 
 
 class ControlError(Exception):
-    """The control endpoint cannot be set up (another node runs on this data directory)."""
+    """The control endpoint cannot be set up (a node already runs there, or the path is too long)."""
 
 
 def _claim_socket(path: Path) -> None:
@@ -49,6 +55,9 @@ def _claim_socket(path: Path) -> None:
 
 
 async def serve_control(node: Node, *, task_status: TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    too_long = socket_path_problem(node.data_dir.path)
+    if too_long is not None:
+        raise ControlError(too_long)
     path = socket_path(node.data_dir.path)
     _claim_socket(path)
     listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
@@ -102,7 +111,9 @@ async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     if op == "status":
         return {"ok": True, "status": await node.status()}
     if op == "invite":
-        token = node.make_invite(float(request["ttl_s"]), int(request["uses"]))
+        ttl_s, uses = float(request["ttl_s"]), int(request["uses"])
+        check_terms(ttl_s, uses)
+        token = node.make_invite(ttl_s, uses)
         return {"ok": True, "token": token}
     if op == "revoke":
         record = await node.revoke(bytes.fromhex(request["node"]), str(request.get("reason", "")))

@@ -1,4 +1,14 @@
-"""`ileices up`, `join`, `invite`, `status` and `revoke`: running a node and operating it."""
+"""`ileices up`, `join`, `invite`, `status` and `revoke`: running a node and operating it.
+
+What can be checked before a node starts is checked before it starts, with a one-line
+reason, because afterwards the failure is worse: a `join` whose control socket cannot
+be created has already been admitted (and used up an invite), and an `up` on a data
+directory whose key is not a member of the mesh its records describe (another mesh's
+key copied in, a join that never completed, a revoked node) would run with nobody
+willing to talk to it and never say why. Failures that escape the commands (files that
+cannot be written, a node's errors from inside trio) are turned into one line by
+`bootstrap.cli.main`.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +27,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bootstrap.control_client import NodeNotRunning, control_request
+from bootstrap.control_client import ControlClientError, control_request
+from mesh.control_socket import socket_path_problem
 from mesh.data_dir import DataDir, DataDirError, prepare_joiner
 from mesh.keyfile import KeyFileError
 from mesh.record_database import DatabaseError
-from protocols.invite import Invite, InviteError, check_invite, decode_token
+from protocols.invite import (
+    MAX_USES,
+    Invite,
+    InviteError,
+    InviteTermsError,
+    check_invite,
+    check_terms,
+    decode_token,
+)
 from simulations.scenario import ScenarioError, parse_duration
 
 if TYPE_CHECKING:
@@ -121,31 +140,79 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
 
 
 def _run(data_dir: Path, listen: list[str] | None, join: Invite | None, log_level: str) -> None:
-    from mesh.control_server import ControlError
-    from mesh.node import NodeError
-
+    """Run the node in the foreground; its failures (exception groups) go to `cli.main`."""
     lock = _lock_data_dir(data_dir)
-    _setup_logging(data_dir, log_level)
     try:
+        if join is None:
+            problem = _membership_problem(data_dir)
+            if problem is not None:
+                _fail(problem)
+        _setup_logging(data_dir, log_level)
         trio.run(_run_node, data_dir, listen, join)
-    except* (NodeError, ControlError, DataDirError, KeyFileError, DatabaseError, InviteError) as group:
-        _fail("; ".join(str(exc) for exc in _leaves(group)))
     finally:
         lock.close()
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
+def _membership_problem(data_dir: Path) -> str | None:
+    """Why the key in `data_dir` cannot run as a member of the mesh its records describe, or None.
+
+    Read from the same records the node would load; `up` refuses rather than start a node
+    that no member would talk to.
+    """
+    directory = DataDir(data_dir)
+    node_id = directory.identity().node_id
+    database = directory.open_database()
+    try:
+        store = directory.load_store(database)
+    finally:
+        database.close()
+    ledger = store.ledger
+    if ledger.is_member(node_id):
+        return None
+    node, mesh = node_id.hex()[:16], store.mesh_id.hex()[:16]
+    if ledger.genesis is None:
+        return (
+            f"{data_dir} never completed a join: it holds no records of mesh {mesh} yet, so node {node} "
+            f"is not admitted; join with `ileices join TOKEN --data-dir {data_dir}` (this identity is kept)"
+        )
+    if node_id in ledger.revoked():
+        return (
+            f"node {node} was revoked from mesh {mesh}: no member accepts it any more; "
+            "to take part again, ask a member for an invite and join with a new --data-dir"
+        )
+    return (
+        f"the key {directory.key_file} (node {node}) is not a member of mesh {mesh}, whose records "
+        f"are in {data_dir}: the key belongs to another node or mesh, or its join never completed; "
+        f"put back this directory's own key, or join with `ileices join TOKEN --data-dir {data_dir}`"
+    )
 
 
 def up(data_dir: DataDirOption, listen: ListenOption = None, log_level: LogLevelOption = "info") -> None:
-    """Run this node (the founder's, or a member's) until Ctrl-C, then leave gracefully."""
+    """Run this node (the founder's, or a member's) until Ctrl-C, then leave gracefully.
+
+    Refuses when DATA_DIR's key is not a member of the mesh its records describe.
+    """
     if not DataDir(data_dir).is_initialised():
         _fail(f"{data_dir} holds no node; found a mesh with `ileices init` or join one with `ileices join`")
+    _check_before_start(data_dir, listen)
     _run(data_dir, listen, None, log_level)
+
+
+def _check_before_start(data_dir: Path, listen: list[str] | None) -> None:
+    """What would otherwise fail only once the node runs (for `join`: after being admitted)."""
+    problem = socket_path_problem(data_dir)
+    if problem is not None:
+        _fail(problem)
+    import multiaddr  # light (~25 ms), unlike the libp2p that the node itself pulls in
+
+    for address in listen or []:
+        try:
+            protocols = [protocol.name for protocol in multiaddr.Multiaddr(address).protocols()]
+        except ValueError as exc:
+            _fail(f"--listen {address!r} is not a multiaddr ({exc}); e.g. /ip4/0.0.0.0/udp/4001/quic-v1")
+            return
+        if "udp" not in protocols or "quic-v1" not in protocols:
+            _fail(f"--listen {address!r} is not a QUIC address; e.g. /ip4/0.0.0.0/udp/4001/quic-v1")
 
 
 def join(
@@ -158,6 +225,7 @@ def join(
     try:
         invite = decode_token(token)
         check_invite(invite, mesh=_mesh_of(data_dir), now=time.time())
+        _check_before_start(data_dir, listen)
         prepare_joiner(data_dir, invite.body.mesh)
     except (InviteError, DataDirError, KeyFileError, DatabaseError) as exc:
         _fail(str(exc))
@@ -184,11 +252,8 @@ def _mesh_of(data_dir: Path) -> bytes | None:
 def _ask(data_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
     try:
         reply = control_request(data_dir, request)
-    except NodeNotRunning as exc:
+    except ControlClientError as exc:
         _fail(str(exc))
-        raise
-    except OSError as exc:
-        _fail(f"cannot talk to the node on {data_dir}: {exc}")
         raise
     if not reply.get("ok"):
         _fail(str(reply.get("error", "the node refused")))
@@ -198,13 +263,16 @@ def _ask(data_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
 def invite(
     data_dir: DataDirOption,
     ttl: Annotated[str, typer.Option("--ttl", help="How long the token is valid, e.g. 24h, 30m.")] = "24h",
-    uses: Annotated[int, typer.Option("--uses", min=1, help="How many nodes may join with it.")] = 1,
+    uses: Annotated[
+        int, typer.Option("--uses", help=f"How many nodes may join with it (1 to {MAX_USES}).")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"token": ...}.')] = False,
 ) -> None:
     """Issue an invite token from the running node on DATA_DIR (it admits whoever presents it)."""
     try:
         ttl_s = parse_duration(ttl, "--ttl")
-    except ScenarioError as exc:
+        check_terms(ttl_s, uses)
+    except (ScenarioError, InviteTermsError) as exc:
         _fail(str(exc))
         return
     reply = _ask(data_dir, {"op": "invite", "ttl_s": ttl_s, "uses": uses})

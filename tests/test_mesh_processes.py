@@ -111,7 +111,8 @@ def test_an_unadmitted_process_cannot_get_a_single_record_accepted(mesh: Mesh5) 
         "member_table",
     }, outcomes
     # An invite the rogue signed itself names a non-member as its inviter: refused for that.
-    assert outcomes["join_self_signed_invite"].startswith("join refused: invite token inviter not a member"), outcomes
+    self_signed = outcomes["join_self_signed_invite"]
+    assert self_signed.startswith("join refused: invite token inviter not a member"), outcomes
     assert "tampered" in outcomes["join_forged_invite"], outcomes
     after = mesh.procs.status(target)
     transport_before, transport_after = before["counters"]["transport"], after["counters"]["transport"]

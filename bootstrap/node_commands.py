@@ -60,6 +60,8 @@ ListenOption = Annotated[
     ),
 ]
 LOCK_FILE = "node.lock"
+LIBRARY_LOGGERS = ("libp2p", "aioquic", "quic", "multiaddr", "async_service")
+"""Networking libraries whose logs go to node.log at WARNING and above, never the terminal."""
 LogLevelOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 
 
@@ -89,9 +91,15 @@ def _setup_logging(data_dir: Path, level: str) -> None:
     # WARNING, so the terminal shows this node's own messages.
     import libp2p  # noqa: F401
 
-    for noisy in ("libp2p", "aioquic", "quic", "multiaddr", "async_service"):
+    # The level goes on the handler as well as on the logger: libp2p sets levels on its own
+    # child loggers (`libp2p.transport.quic...`), and a child's INFO record propagates to
+    # the parent's handlers whatever the parent's level, which put INFO lines in node.log.
+    library_handler = logging.FileHandler(log_dir / "node.log")
+    library_handler.setFormatter(fmt)
+    library_handler.setLevel(max(numeric, logging.WARNING))
+    for noisy in LIBRARY_LOGGERS:
         library = logging.getLogger(noisy)
-        library.handlers[:] = [file_handler]
+        library.handlers[:] = [library_handler]
         library.propagate = False
         library.setLevel(max(numeric, logging.WARNING))
 

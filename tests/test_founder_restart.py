@@ -4,6 +4,9 @@ Regression test: the founder of a one-node mesh is the hub, and its election act
 announced `became_hub` while the node's supervisor was still starting its children; the
 node then asked that supervisor (holding its lock) to start the hub role, and waited for
 the lock forever. `up` printed nothing and never opened its control socket.
+
+It also checks that "hub of term N is ..." is logged once per start, not once per
+election event about the same hub.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ def test_a_lone_founder_restarts_three_times(tmp_path: Path) -> None:
     founder = procs.node("founder")
     try:
         procs.init(founder)
+        runs: list[str] = []
         for attempt in range(4):  # the first start, then three restarts
+            before = len(founder.output())
             procs.up(founder)
             procs.wait_running([founder], timeout=30)
             # It is the hub again (the role that deadlocked the start), acting in its own term.
@@ -31,6 +36,12 @@ def test_a_lone_founder_restarts_three_times(tmp_path: Path) -> None:
             procs.kill(founder, signal.SIGTERM)
             assert founder.process is not None
             assert founder.process.wait(timeout=20) == 0, founder.output()[-3000:]
+            runs.append(founder.output()[before:])
         assert "Traceback" not in founder.output(), founder.output()[-3000:]
+        # One line per hub the operator learns of, not one per election event about it.
+        for run in runs:
+            hub_lines = [line.split(": ", 1)[1] for line in run.splitlines() if ": hub of term " in line]
+            assert hub_lines, run[-3000:]
+            assert len(hub_lines) == len(set(hub_lines)), hub_lines
     finally:
         procs.close()

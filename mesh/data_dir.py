@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh.keyfile import create_key_file, load_key_file
-from mesh.record_database import RecordDatabase
+from mesh.database_check import LoadReport, load_verified_store
+from mesh.keyfile import KeyFileError, create_key_file, load_key_file
+from mesh.record_database import RECOVERY_ADVICE, DatabaseCorrupt, RecordDatabase
 from protocols.admission_records import genesis_body, make_genesis
-from protocols.identity import NodeIdentity
+from protocols.identity import KEY_SIZE, NodeId, NodeIdentity
 from protocols.record_store import RecordStore
 
 KEY_FILE = "node.key"
@@ -50,22 +51,37 @@ class DataDir:
         return load_key_file(self.key_file)
 
     def open_database(self) -> RecordDatabase:
+        """The node's existing database; `DatabaseError` (one line) if it is unusable or read-only."""
         if not self.database_file.exists():
             raise DataDirError(f"{self.path} holds no node database; run `ileices init` first")
-        return RecordDatabase(self.database_file)
+        return RecordDatabase(self.database_file, create=False)
 
     def mesh_id(self, database: RecordDatabase) -> bytes:
         value = database.get_meta("mesh_id")
         if value is None:
-            raise DataDirError(f"{self.database_file} names no mesh; was `init` interrupted?")
+            raise DataDirError(
+                f"{self.database_file} names no mesh; was `init` interrupted, or is the file damaged?"
+            )
+        if len(value) != KEY_SIZE:
+            raise DatabaseCorrupt(f"{self.database_file} holds a damaged mesh id; {RECOVERY_ADVICE}")
         return value
 
-    def load_store(self, database: RecordDatabase) -> RecordStore:
-        """The node's record store as it was when it last acknowledged anything."""
-        store = RecordStore(self.mesh_id(database))
-        records, clock = database.load()
-        store.restore(records, clock)
-        return store
+    def load_store(self, database: RecordDatabase, own: NodeId | None = None) -> RecordStore:
+        """The node's record store as it was when it last acknowledged anything, every record
+        re-verified; damaged records are quarantined (see `mesh.database_check`)."""
+        return self.load_checked(database, own).store
+
+    def load_checked(self, database: RecordDatabase, own: NodeId | None = None) -> LoadReport:
+        """`load_store` with its report: how many records were quarantined, and why.
+
+        `own` defaults to the id in this directory's key file (None if it has none).
+        """
+        if own is None:
+            try:
+                own = self.identity().node_id
+            except KeyFileError:
+                own = None  # no usable key: this directory cannot sign, so no seq to protect
+        return load_verified_store(database, self.mesh_id(database), own)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from bootstrap.cli import app
 from mesh.data_dir import DataDir, DataDirError, found_mesh
+from mesh.database_check import load_verified_store
 from mesh.keyfile import KeyFileError, create_key_file, load_key_file
 from mesh.record_database import RecordDatabase
 from protocols.identity import NodeIdentity
@@ -74,8 +75,9 @@ def test_records_clock_and_evidence_survive_reopening(tmp_path: Path) -> None:
     database.close()
     reopened = RecordDatabase(tmp_path / "db.sqlite3")
     assert reopened.integrity_check() == "ok"
-    restored = RecordStore(mesh.mesh_id)
-    restored.restore(*reopened.load())
+    report = load_verified_store(reopened, mesh.mesh_id)
+    restored = report.store
+    assert report.quarantined == 0 and reopened.quarantined_count() == 0
     assert restored.state_digest() == store.state_digest()
     assert restored.clock() == store.clock()
 
@@ -107,8 +109,10 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
         directory = DataDir(path)
         database = directory.open_database()
         assert database.integrity_check() == "ok"
-        store = directory.load_store(database)
+        report = directory.load_checked(database)
         database.close()
+        assert report.quarantined == 0  # a crash leaves nothing to quarantine
+        store = report.store
         assert store.clock()[founded.node_id] >= acknowledged
         for seq in range(max(2, acknowledged - 96), acknowledged + 1):
             record = store.get(founded.node_id, "note", f"k{seq % 97}")

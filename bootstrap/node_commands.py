@@ -151,48 +151,10 @@ def _run(data_dir: Path, listen: list[str] | None, join: Invite | None, log_leve
     """Run the node in the foreground; its failures (exception groups) go to `cli.main`."""
     lock = _lock_data_dir(data_dir)
     try:
-        if join is None:
-            problem = _membership_problem(data_dir)
-            if problem is not None:
-                _fail(problem)
         _setup_logging(data_dir, log_level)
         trio.run(_run_node, data_dir, listen, join)
     finally:
         lock.close()
-
-
-def _membership_problem(data_dir: Path) -> str | None:
-    """Why the key in `data_dir` cannot run as a member of the mesh its records describe, or None.
-
-    Read from the same records the node would load; `up` refuses rather than start a node
-    that no member would talk to.
-    """
-    directory = DataDir(data_dir)
-    node_id = directory.identity().node_id
-    database = directory.open_database()
-    try:
-        store = directory.load_store(database)
-    finally:
-        database.close()
-    ledger = store.ledger
-    if ledger.is_member(node_id):
-        return None
-    node, mesh = node_id.hex()[:16], store.mesh_id.hex()[:16]
-    if ledger.genesis is None:
-        return (
-            f"{data_dir} never completed a join: it holds no records of mesh {mesh} yet, so node {node} "
-            f"is not admitted; join with `ileices join TOKEN --data-dir {data_dir}` (this identity is kept)"
-        )
-    if node_id in ledger.revoked():
-        return (
-            f"node {node} was revoked from mesh {mesh}: no member accepts it any more; "
-            "to take part again, ask a member for an invite and join with a new --data-dir"
-        )
-    return (
-        f"the key {directory.key_file} (node {node}) is not a member of mesh {mesh}, whose records "
-        f"are in {data_dir}: the key belongs to another node or mesh, or its join never completed; "
-        f"put back this directory's own key, or join with `ileices join TOKEN --data-dir {data_dir}`"
-    )
 
 
 def up(data_dir: DataDirOption, listen: ListenOption = None, log_level: LogLevelOption = "info") -> None:

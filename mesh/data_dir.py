@@ -83,6 +83,35 @@ class DataDir:
                 own = None  # no usable key: this directory cannot sign, so no seq to protect
         return load_verified_store(database, self.mesh_id(database), own)
 
+    def membership_problem(self, store: RecordStore) -> str | None:
+        """Why this directory's key cannot run as a member of the mesh `store` describes, or None.
+
+        `up` refuses rather than start a node that no member would talk to; the node checks
+        it on the store it has just loaded (and verified), so nothing is read twice.
+        """
+        data_dir = self.path
+        node_id = self.identity().node_id
+        ledger = store.ledger
+        if ledger.is_member(node_id):
+            return None
+        node, mesh = node_id.hex()[:16], store.mesh_id.hex()[:16]
+        if ledger.genesis is None:
+            return (
+                f"{data_dir} never completed a join: it holds no records of mesh {mesh} yet, so node "
+                f"{node} is not admitted; join with `ileices join TOKEN --data-dir {data_dir}` "
+                "(this identity is kept)"
+            )
+        if node_id in ledger.revoked():
+            return (
+                f"node {node} was revoked from mesh {mesh}: no member accepts it any more; "
+                "to take part again, ask a member for an invite and join with a new --data-dir"
+            )
+        return (
+            f"the key {self.key_file} (node {node}) is not a member of mesh {mesh}, whose records "
+            f"are in {data_dir}: the key belongs to another node or mesh, or its join never completed; "
+            f"put back this directory's own key, or join with `ileices join TOKEN --data-dir {data_dir}`"
+        )
+
 
 @dataclass(frozen=True)
 class FoundedMesh:

@@ -146,6 +146,8 @@ class Node:
         )
         self._hub_logged: tuple[int, bytes] | None = None
         self._membership_starts = 0
+        self._quarantined: dict[str, int] = {}
+        """Damaged records set aside when the database was loaded (`mesh.database_check`)."""
         self.counters: Counter[str] = Counter()
         """Inbound input this node dropped (malformed, mailbox full), shown by `status`."""
         self.started_at = time.time()
@@ -187,7 +189,17 @@ class Node:
         self, *, join: Invite | None = None, task_status: TaskStatus[Any] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self._database = self.data_dir.open_database()
-        self._store = self.data_dir.load_store(self._database)
+        try:
+            loaded = self.data_dir.load_checked(self._database)
+            self._store = loaded.store
+            self._quarantined = {"this_start": loaded.quarantined, "ever": self._database.quarantined_count()}
+            problem = None if join is not None else self.data_dir.membership_problem(self._store)
+        except BaseException:
+            self._database.close()
+            raise
+        if problem is not None:
+            self._database.close()
+            raise NodeError(problem)
         self._seqs = SeqAllocator(self._store, self.node_id)
         try:
             async with Libp2pTransport.open(self.identity, listen=self.config.listen) as transport:
@@ -876,6 +888,7 @@ class Node:
             "counters": {
                 "records": {k.value: v for k, v in store.counters.items()},
                 "refused_clock_claims": {k.value: v for k, v in store.claim_refusals.items()},
+                "quarantined_at_load": self._quarantined,
                 "transport": self.transport.counters.snapshot(),
                 "sender": dict(self._sender.counters) if self._sender else {},
                 "node": dict(self.counters),

@@ -281,10 +281,12 @@ class RecordStore:
         }
 
     def restore(self, records: Iterable[Record], clock: Mapping[NodeId, int]) -> MergeResult:
-        """Reload what this node persisted itself: records checked when first accepted, and claims.
+        """Reload what this node persisted itself: records, and claims.
 
-        Signatures are not checked again (the database passed SQLite's integrity check and
-        holds only records this store accepted); admission rules still apply, and a claim
+        Signatures are not checked here: only a caller that has verified the records may
+        pass them (the node's loader, `mesh.database_check`, verifies everything through
+        `merge` first and hands this only claims; a disk is not trusted). Admission rules
+        still apply, and a claim
         is cut to the author's highest seq held, the bound `apply_delta` applies (a
         database written before claims were checked may hold one a peer planted).
         """

@@ -372,8 +372,10 @@ def test_up_refuses_a_revoked_node(tmp_path: Path, founded: Path) -> None:
 def test_the_membership_check_passes_the_founder_and_an_admitted_member(
     tmp_path: Path, founded: Path
 ) -> None:
-    from bootstrap.node_commands import _membership_problem
-
     data_dir, _ = member_dir(tmp_path, founded, revoked=False)
-    assert _membership_problem(founded) is None
-    assert _membership_problem(data_dir) is None
+    for directory in (DataDir(founded), DataDir(data_dir)):
+        database = directory.open_database()
+        try:
+            assert directory.membership_problem(directory.load_store(database)) is None
+        finally:
+            database.close()

@@ -14,22 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
 from actors.actor import Actor
-from protocols.effects import Event, Send
-from protocols.identity import NodeId
-
-
-class SansIOCore(Protocol):
-    """The shape every protocol core has (see protocols/__init__.py)."""
-
-    def receive(self, now: float, sender: NodeId, message: Any) -> None: ...
-    def tick(self, now: float) -> None: ...
-    def next_deadline(self) -> float | None: ...
-    def drain(self) -> list[Any]: ...
+from protocols.common.effects import Event, Send
+from protocols.common.identity import NodeId
+from protocols.common.sans_io import SansIOCore
 
 
 @dataclass(frozen=True, slots=True)

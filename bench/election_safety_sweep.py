@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from election_cluster import ElectionCluster
 
-from protocols.identity import NodeId
+from protocols.common.identity import NodeId
 
 
 @dataclass

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from mesh.record_database import RecordDatabase
-from protocols.admission_records import make_admission, make_genesis
-from protocols.identity import NodeIdentity
-from protocols.record_store import RecordStore
-from protocols.records import Record, sign_record, verify_record
+from protocols.common.identity import NodeIdentity
+from protocols.records.admission_records import make_admission, make_genesis
+from protocols.records.record import Record, sign_record, verify_record
+from protocols.records.store import RecordStore
 
 AUTHORS = 1000
 PER_AUTHOR = 10

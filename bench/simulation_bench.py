@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocols.membership_messages import MemberUpdate, Ping, WireState, decode_membership
-from protocols.wire import encode
+from protocols.common.wire import encode
+from protocols.membership.messages import MemberUpdate, Ping, WireState, decode_membership
 from simulations.plots import write_plots
 from simulations.run import run_simulation
 from simulations.scenario import build_scenario

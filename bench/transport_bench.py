@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mesh.libp2p_transport import Libp2pTransport
 from mesh.transport import BulkIncoming
-from protocols.hashing import digest
-from protocols.identity import NodeId, NodeIdentity
+from protocols.common.hashing import digest
+from protocols.common.identity import NodeId, NodeIdentity
 
 MIB = 1024 * 1024
 SINK = "/ileices/bench-sink/1"

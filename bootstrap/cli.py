@@ -30,7 +30,7 @@ from bootstrap.volunteer_commands import pause, resume, run, stop_all, volunteer
 from mesh.data_dir import DataDirError, found_mesh
 from mesh.keyfile import KeyFileError
 from mesh.record_database import DatabaseError
-from protocols.invite import InviteError, InviteTermsError
+from protocols.join.invite import InviteError, InviteTermsError
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # files, permissions, full disks, addresses in use, the control socket

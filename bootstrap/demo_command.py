@@ -19,7 +19,7 @@ from rich.table import Table
 
 from bootstrap.simulate_command import print_summary
 from mesh.data_dir import DataDir, DataDirError, found_mesh, prepare_joiner
-from protocols.invite import decode_token
+from protocols.join.invite import decode_token
 from simulations.run import run_simulation
 from simulations.scenario import ScenarioError, build_scenario
 

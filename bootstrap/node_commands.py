@@ -32,7 +32,7 @@ from mesh.control_socket import socket_path_problem
 from mesh.data_dir import DataDir, DataDirError, prepare_joiner
 from mesh.keyfile import KeyFileError
 from mesh.record_database import DatabaseError
-from protocols.invite import (
+from protocols.join.invite import (
     MAX_USES,
     Invite,
     InviteError,

@@ -25,7 +25,7 @@ from actors.hardware_daemon import RunTask, SetLimits
 from kernels.volunteer_limits import LimitsError, VolunteerLimits
 from mesh.control_socket import MAX_REQUEST_BYTES, SOCKET_NAME, socket_path, socket_path_problem
 from mesh.node import Node, NodeError
-from protocols.invite import check_terms
+from protocols.join.invite import check_terms
 
 if TYPE_CHECKING:
     from trio._core._run import TaskStatus

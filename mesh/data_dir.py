@@ -15,9 +15,9 @@ from pathlib import Path
 from mesh.database_check import LoadReport, load_verified_store
 from mesh.keyfile import KeyFileError, create_key_file, load_key_file
 from mesh.record_database import RECOVERY_ADVICE, DatabaseCorrupt, RecordDatabase
-from protocols.admission_records import genesis_body, make_genesis
-from protocols.identity import KEY_SIZE, NodeId, NodeIdentity
-from protocols.record_store import RecordStore
+from protocols.common.identity import KEY_SIZE, NodeId, NodeIdentity
+from protocols.records.admission_records import genesis_body, make_genesis
+from protocols.records.store import RecordStore
 
 KEY_FILE = "node.key"
 DATABASE_FILE = "records.sqlite3"

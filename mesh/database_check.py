@@ -58,10 +58,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from mesh.record_database import RECOVERY_ADVICE, DatabaseCorrupt, RecordDatabase, RefusedRow
-from protocols.identity import NodeId
-from protocols.identity import verify as ed25519_verify
-from protocols.record_store import RecordStore
-from protocols.records import Record, Verifier, verify_record
+from protocols.common.identity import NodeId
+from protocols.common.identity import verify as ed25519_verify
+from protocols.records.record import Record, Verifier, verify_record
+from protocols.records.store import RecordStore
 
 log = logging.getLogger(__name__)
 

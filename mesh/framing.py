@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Protocol
 
-from protocols.wire import MAX_MESSAGE_BYTES
+from protocols.common.wire import MAX_MESSAGE_BYTES
 
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from actors.actor import Actor
 from actors.supervisor import ChildSpec, Strategy, Supervisor
-from protocols.identity import NodeId
-from protocols.invite import Invite
-from protocols.records import Record
+from protocols.common.identity import NodeId
+from protocols.join.invite import Invite
+from protocols.records.record import Record
 
 HUB_CHILD = "hub"
 ADMISSIONS_CHILD = "admissions"
@@ -57,7 +57,7 @@ class HubAdmissions(Actor[HubAdmit, "Record | HubRefusal"]):
     """Admits with an absent member's invite, one joiner at a time, while this node holds the lease.
 
     One at a time (the actor's mailbox) and counted inside the dissemination actor, so
-    this hub never over-admits; see protocols/invite.py for what the count guarantees
+    this hub never over-admits; see protocols/join/invite.py for what the count guarantees
     across the inviter and the hub.
     """
 

@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from protocols.identity import KEY_SIZE, NodeIdentity
+from protocols.common.identity import KEY_SIZE, NodeIdentity
 
 HEADER = "ileices-ed25519-seed-v1"
 

@@ -70,8 +70,8 @@ from mesh.transport import (
     check_protocol_id,
     iter_bulk_source,
 )
-from protocols.hashing import DIGEST_SIZE
-from protocols.identity import NodeId, NodeIdentity
+from protocols.common.hashing import DIGEST_SIZE
+from protocols.common.identity import NodeId, NodeIdentity
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 
-from protocols.identity import NodeId
-from protocols.membership import NODE_ID_SIZE
+from protocols.common.identity import NodeId
+from protocols.membership.core import NODE_ID_SIZE
 
 LIVE_VIEW_META = "live_members"
 """The `meta` row of the record database that holds the saved view."""

@@ -44,7 +44,7 @@ from mesh.transport import (
     check_protocol_id,
     iter_bulk_source,
 )
-from protocols.identity import NodeId
+from protocols.common.identity import NodeId
 
 log = logging.getLogger(__name__)
 

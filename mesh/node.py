@@ -39,25 +39,17 @@ from mesh.live_view import (
 )
 from mesh.peer_sender import PeerSender
 from mesh.record_database import RecordDatabase
-from mesh.seq_allocator import SeqAllocator
 from mesh.transport import JOIN_PROTOCOL, PeerUnreachable, RequestTimeout, Transport, TransportError
-from protocols.admission_records import (
-    ADMISSION,
-    ADMISSION_KINDS,
-    REVOCATION,
-    admission_body,
-    introduces_member,
-    make_admission,
-    make_revocation,
-)
-from protocols.dissemination import DisseminationConfig, DisseminationCore
-from protocols.dissemination_messages import DisseminationMessage
-from protocols.effects import Event
-from protocols.election import ElectionCore
-from protocols.election_config import ElectionConfig
-from protocols.election_messages import ElectionMessage
-from protocols.identity import NodeId, NodeIdentity
-from protocols.invite import (
+from protocols.common.effects import Event
+from protocols.common.identity import NodeId, NodeIdentity
+from protocols.common.wire import WireError, decode, encode
+from protocols.dissemination.config import DisseminationConfig
+from protocols.dissemination.core import DisseminationCore
+from protocols.dissemination.messages import DisseminationMessage
+from protocols.election.config import ElectionConfig
+from protocols.election.core import ElectionCore
+from protocols.election.messages import ElectionMessage
+from protocols.join.invite import (
     HubContact,
     Invite,
     InviteError,
@@ -67,14 +59,23 @@ from protocols.invite import (
     create_invite,
     encode_token,
 )
-from protocols.join_messages import JoinReply, JoinRequest
-from protocols.manifest import MANIFEST, NodeManifest, make_manifest, manifest_body
-from protocols.membership import MembershipCore, MemberState
-from protocols.membership_config import MembershipConfig
-from protocols.membership_messages import MembershipMessage
-from protocols.record_store import RecordStore
-from protocols.records import MAX_KEY_CHARS, Record, sign_record
-from protocols.wire import WireError, decode, encode
+from protocols.join.messages import JoinReply, JoinRequest
+from protocols.membership.config import MembershipConfig
+from protocols.membership.core import MembershipCore, MemberState
+from protocols.membership.messages import MembershipMessage
+from protocols.records.admission_records import (
+    ADMISSION,
+    ADMISSION_KINDS,
+    REVOCATION,
+    admission_body,
+    introduces_member,
+    make_admission,
+    make_revocation,
+)
+from protocols.records.manifest import MANIFEST, NodeManifest, make_manifest, manifest_body
+from protocols.records.record import MAX_KEY_CHARS, Record, sign_record
+from protocols.records.seq_allocator import SeqAllocator
+from protocols.records.store import RecordStore
 
 if TYPE_CHECKING:
     from trio._core._run import TaskStatus
@@ -392,7 +393,7 @@ class Node:
         if invite.body.inviter == self.node_id:
             return await self._publish_admission(peer, invite)
         # Someone else's invite: only the acting hub's admissions duty may take it, and
-        # only while the inviter is away (see protocols/invite.py on what "uses" means then).
+        # only while the inviter is away (see protocols/join/invite.py on what "uses" means then).
         admissions = self._hub_admissions()
         if admissions is None:
             raise NodeError(

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import trio
 
 from mesh.transport import PeerUnreachable, RequestTimeout, Transport, TransportError
-from protocols.identity import NodeId
-from protocols.wire import encode
+from protocols.common.identity import NodeId
+from protocols.common.wire import encode
 
 log = logging.getLogger(__name__)
 

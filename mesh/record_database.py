@@ -19,7 +19,7 @@ checking, reading and repairing fail with one exception type and a one-line mess
   structure and index contents; about 7 ms per 10k records, see `mesh/database_check.py`).
 - `read_rows` decodes every row defensively: each column must have the storage type
   this module wrote, text must be UTF-8, and the values must pass the same wire
-  constraints as a record from the network (`protocols.wire.decode`). Rows that do not
+  constraints as a record from the network (`protocols.common.wire.decode`). Rows that do not
   are returned separately, raw, for quarantine. Signatures are not checked here: that
   is the record store's job, on the same path as records from the network
   (`mesh.database_check` does it for every load).
@@ -35,10 +35,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocols.identity import KEY_SIZE, NodeId
-from protocols.record_store import MergeResult
-from protocols.records import Record
-from protocols.wire import WireError, decode, encode
+from protocols.common.identity import KEY_SIZE, NodeId
+from protocols.common.wire import WireError, decode, encode
+from protocols.records.record import Record
+from protocols.records.store import MergeResult
 
 SCHEMA_VERSION = 1
 

@@ -19,8 +19,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
-from protocols.hashing import DIGEST_SIZE
-from protocols.identity import KEY_SIZE, NodeId
+from protocols.common.hashing import DIGEST_SIZE
+from protocols.common.identity import KEY_SIZE, NodeId
 
 PROTOCOL_ID_PATTERN = re.compile(r"^/ileices/[a-z0-9][a-z0-9_-]*/[0-9]+(\.[0-9]+)*$")
 JOIN_PROTOCOL = "/ileices/join/1"
@@ -189,7 +189,7 @@ async def iter_bulk_source(source: BulkSource) -> AsyncIterator[bytes]:
 
 
 class Blake2bAccumulator:
-    """Incremental BLAKE2b-256 (same hash as `protocols.hashing.digest`) with a byte count."""
+    """Incremental BLAKE2b-256 (same hash as `protocols.common.hashing.digest`) with a byte count."""
 
     def __init__(self) -> None:
         self._hash = hashlib.blake2b(digest_size=DIGEST_SIZE)

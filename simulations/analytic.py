@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from protocols.dissemination import DisseminationConfig
+from protocols.dissemination.config import DisseminationConfig
 from simulations.scenario import Scenario
 
 MAX_ROUNDS = 10_000

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from protocols.identity import NodeId
+from protocols.common.identity import NodeId
 from simulations.scenario import ChurnConfig
 
 

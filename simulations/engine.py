@@ -5,7 +5,7 @@ event, so a quiet virtual minute costs nothing. Ties are broken by a sequence nu
 assigned at scheduling time, which makes the order of simultaneous events — and so the
 whole run — a pure function of the seed and the scenario.
 
-Messages are really encoded with `protocols.wire.encode` when sent and decoded with the
+Messages are really encoded with `protocols.common.wire.encode` when sent and decoded with the
 protocol's own decoder on arrival, so byte counts are the real ones and cores see
 exactly what a real node would receive. On channels declared `shared`, identical bytes
 decode to one shared message object: a record pushed to a thousand nodes arrives as the
@@ -23,9 +23,9 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from protocols.effects import Event, Send
-from protocols.identity import NodeId
-from protocols.wire import WireError, encode
+from protocols.common.effects import Event, Send
+from protocols.common.identity import NodeId
+from protocols.common.wire import WireError, encode
 from simulations.network_model import NetworkModel
 
 _DELIVER = 0

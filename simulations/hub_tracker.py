@@ -24,12 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from protocols.election import ElectionCore
-from protocols.fencing import HUB_ISSUED_KINDS, issued_term
-from protocols.identity import NodeId
-from protocols.record_store import RecordStore
-from protocols.records import Record
-from protocols.wire import WireError
+from protocols.common.identity import NodeId
+from protocols.common.wire import WireError
+from protocols.election.core import ElectionCore
+from protocols.records.fencing import HUB_ISSUED_KINDS, issued_term
+from protocols.records.record import Record
+from protocols.records.store import RecordStore
 from simulations.metrics import percentile
 
 SAMPLE_S = 0.1

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocols.hashing import short_hex
-from protocols.identity import NodeId
-from protocols.record_store import RecordStore
-from protocols.records import Record
+from protocols.common.hashing import short_hex
+from protocols.common.identity import NodeId
+from protocols.records.record import Record
+from protocols.records.store import RecordStore
 
 INVARIANTS = (
     "no_forged_accepted",

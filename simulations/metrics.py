@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from protocols.identity import NodeId
+from protocols.common.identity import NodeId
 
 FALSE_POSITIVE_STALE_WINDOW_S = 60.0
 """A death rumour about a restarted node's *previous* life may still circulate this long."""

@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from protocols.identity import NodeId
+from protocols.common.identity import NodeId
 
 
 @dataclass(frozen=True)

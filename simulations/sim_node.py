@@ -14,22 +14,24 @@ import random
 from collections.abc import Callable
 from typing import Any, cast
 
-from mesh.seq_allocator import SeqAllocator
-from protocols.admission_records import ADMISSION, admission_body, introduces_member
-from protocols.dissemination import DisseminationConfig, DisseminationCore
-from protocols.dissemination_messages import DisseminationMessage, Push
-from protocols.effects import Event
-from protocols.election import ElectionCore
-from protocols.election_config import ElectionConfig
-from protocols.election_messages import ElectionMessage
-from protocols.election_records import HUB
-from protocols.fencing import LEASE
-from protocols.identity import NodeId, NodeIdentity
-from protocols.membership import MembershipConfig, MembershipCore
-from protocols.membership_messages import decode_membership
-from protocols.record_store import RecordStore
-from protocols.records import Record
-from protocols.wire import WireError, decode, encode
+from protocols.common.effects import Event
+from protocols.common.identity import NodeId, NodeIdentity
+from protocols.common.wire import WireError, decode, encode
+from protocols.dissemination.config import DisseminationConfig
+from protocols.dissemination.core import DisseminationCore
+from protocols.dissemination.messages import DisseminationMessage, Push
+from protocols.election.config import ElectionConfig
+from protocols.election.core import ElectionCore
+from protocols.election.messages import ElectionMessage
+from protocols.election.records import HUB
+from protocols.membership.config import MembershipConfig
+from protocols.membership.core import MembershipCore
+from protocols.membership.messages import decode_membership
+from protocols.records.admission_records import ADMISSION, admission_body, introduces_member
+from protocols.records.fencing import LEASE
+from protocols.records.record import Record
+from protocols.records.seq_allocator import SeqAllocator
+from protocols.records.store import RecordStore
 from simulations.engine import Endpoint
 
 MEMBERSHIP = 0

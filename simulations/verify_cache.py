@@ -8,7 +8,7 @@ cache miss and is verified for real; forged records are therefore still refused.
 
 from __future__ import annotations
 
-from protocols.identity import NodeId, verify
+from protocols.common.identity import NodeId, verify
 
 
 class CachedVerifier:

@@ -12,8 +12,8 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
-from protocols.identity import NodeIdentity
-from protocols.records import Record, sign_record
+from protocols.common.identity import NodeIdentity
+from protocols.records.record import Record, sign_record
 
 SIM_KIND = "sim"
 SIM_KEYS = 32

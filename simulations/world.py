@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from protocols.admission_records import make_admission, make_genesis
-from protocols.dissemination import DisseminationConfig
-from protocols.effects import Event
-from protocols.election_config import ElectionConfig
-from protocols.identity import NodeId, NodeIdentity
-from protocols.membership import MembershipConfig
-from protocols.record_store import RecordStore
-from protocols.records import Record, Verifier, sign_record
+from protocols.common.effects import Event
+from protocols.common.identity import NodeId, NodeIdentity
+from protocols.dissemination.config import DisseminationConfig
+from protocols.election.config import ElectionConfig
+from protocols.membership.config import MembershipConfig
+from protocols.records.admission_records import make_admission, make_genesis
+from protocols.records.record import Record, Verifier, sign_record
+from protocols.records.store import RecordStore
 from simulations.churn_model import ChurnModel
 from simulations.engine import Engine
 from simulations.hub_tracker import SAMPLE_S, HubTracker

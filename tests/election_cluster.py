@@ -21,17 +21,18 @@ from dataclasses import dataclass, field
 
 from mesh_fixtures import MeshFixture, make_mesh
 
-from protocols.dissemination import DisseminationConfig, DisseminationCore
-from protocols.dissemination_messages import DisseminationMessage
-from protocols.effects import Event, Send
-from protocols.election import ElectionCore
-from protocols.election_config import ElectionConfig
-from protocols.election_messages import ElectionMessage
-from protocols.fencing import HUB_ISSUED_KINDS, issued_term
-from protocols.identity import NodeId, NodeIdentity
-from protocols.record_store import Outcome, RecordStore
-from protocols.records import Record
-from protocols.wire import decode, encode
+from protocols.common.effects import Event, Send
+from protocols.common.identity import NodeId, NodeIdentity
+from protocols.common.wire import decode, encode
+from protocols.dissemination.config import DisseminationConfig
+from protocols.dissemination.core import DisseminationCore
+from protocols.dissemination.messages import DisseminationMessage
+from protocols.election.config import ElectionConfig
+from protocols.election.core import ElectionCore
+from protocols.election.messages import ElectionMessage
+from protocols.records.fencing import HUB_ISSUED_KINDS, issued_term
+from protocols.records.record import Record
+from protocols.records.store import Outcome, RecordStore
 
 
 @dataclass

@@ -12,7 +12,7 @@ import sys
 import trio
 
 from mesh.libp2p_transport import Libp2pTransport
-from protocols.identity import NodeId, NodeIdentity
+from protocols.common.identity import NodeId, NodeIdentity
 
 
 async def echo(peer: NodeId, payload: bytes) -> bytes:

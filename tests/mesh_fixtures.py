@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from protocols.admission_records import make_admission, make_genesis
-from protocols.identity import NodeIdentity
-from protocols.records import Record, sign_record
+from protocols.common.identity import NodeIdentity
+from protocols.records.admission_records import make_admission, make_genesis
+from protocols.records.record import Record, sign_record
 
 
 @dataclass

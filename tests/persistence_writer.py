@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from mesh.data_dir import DataDir
-from protocols.records import sign_record
+from protocols.records.record import sign_record
 
 
 def main() -> None:

@@ -20,14 +20,14 @@ import trio
 
 from mesh.libp2p_transport import Libp2pTransport
 from mesh.transport import JOIN_PROTOCOL, Refused, TransportError
-from protocols.dissemination_messages import Push, SyncDelta, SyncHello, SyncRequest
-from protocols.identity import NodeIdentity
-from protocols.invite import Invite, InviteBody, create_invite
-from protocols.join_messages import JoinReply, JoinRequest
-from protocols.membership_messages import MemberUpdate, Ping, PushPull, WireState
-from protocols.record_store import AuthorDelta
-from protocols.records import sign_record
-from protocols.wire import WireError, decode, encode
+from protocols.common.identity import NodeIdentity
+from protocols.common.wire import WireError, decode, encode
+from protocols.dissemination.messages import Push, SyncDelta, SyncHello, SyncRequest
+from protocols.join.invite import Invite, InviteBody, create_invite
+from protocols.join.messages import JoinReply, JoinRequest
+from protocols.membership.messages import MemberUpdate, Ping, PushPull, WireState
+from protocols.records.record import sign_record
+from protocols.records.store import AuthorDelta
 
 MEMBERSHIP = "/ileices/membership/1"
 RECORDS = "/ileices/records/1"

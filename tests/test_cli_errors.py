@@ -28,15 +28,15 @@ from bootstrap import cli
 from bootstrap.control_client import NodeNotRunning, control_request
 from mesh.data_dir import DataDir, DataDirError, found_mesh, prepare_joiner
 from mesh.keyfile import create_key_file, load_key_file
-from protocols.admission_records import make_admission, make_revocation
-from protocols.identity import NodeIdentity
-from protocols.invite import create_invite, decode_token, encode_token
+from protocols.common.identity import NodeIdentity
+from protocols.join.invite import create_invite, decode_token, encode_token
+from protocols.records.admission_records import make_admission, make_revocation
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "bootstrap.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 MAX_USES = 1_000_000
-"""The wire schema's bound on a token's uses (`protocols.invite.MAX_USES`)."""
+"""The wire schema's bound on a token's uses (`protocols.join.invite.MAX_USES`)."""
 
 
 def ileices(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -17,14 +17,15 @@ from collections.abc import Callable
 import pytest
 from mesh_fixtures import MeshFixture, make_mesh
 
-from protocols.dissemination import DisseminationConfig, DisseminationCore
-from protocols.dissemination_messages import DisseminationMessage, Push, SyncDelta, SyncHello, SyncRequest
-from protocols.effects import Send
-from protocols.election_records import CouncilBody, make_council
-from protocols.identity import NodeId
-from protocols.record_store import AuthorDelta, ClaimRefusal, Outcome, RecordStore
-from protocols.records import Record, sign_record
-from protocols.wire import WireError, decode, encode
+from protocols.common.effects import Send
+from protocols.common.identity import NodeId
+from protocols.common.wire import WireError, decode, encode
+from protocols.dissemination.config import DisseminationConfig
+from protocols.dissemination.core import DisseminationCore
+from protocols.dissemination.messages import DisseminationMessage, Push, SyncDelta, SyncHello, SyncRequest
+from protocols.election.records import CouncilBody, make_council
+from protocols.records.record import Record, sign_record
+from protocols.records.store import AuthorDelta, ClaimRefusal, Outcome, RecordStore
 
 BIG = 2**62
 Cores = dict[NodeId, DisseminationCore]

@@ -27,8 +27,8 @@ from bootstrap.cli import main
 from mesh.data_dir import DATABASE_FILE, KEY_FILE, DataDir, DataDirError
 from mesh.keyfile import create_key_file
 from mesh.record_database import DatabaseError, RecordDatabase
-from protocols.record_store import Outcome, RecordStore
-from protocols.records import Record, verify_record
+from protocols.records.record import Record, verify_record
+from protocols.records.store import Outcome, RecordStore
 
 REFUSALS = (DatabaseError, DataDirError)
 """What a refused start may raise: the CLI prints either as one `error:` line."""

@@ -7,11 +7,12 @@ import random
 
 from mesh_fixtures import MeshFixture, make_mesh
 
-from protocols.dissemination import DisseminationConfig, DisseminationCore
-from protocols.dissemination_messages import DisseminationMessage, SyncDelta, SyncHello, SyncRequest
-from protocols.effects import Send
-from protocols.record_store import RecordStore, bucket_of
-from protocols.wire import decode, encode
+from protocols.common.effects import Send
+from protocols.common.wire import decode, encode
+from protocols.dissemination.config import DisseminationConfig
+from protocols.dissemination.core import DisseminationCore
+from protocols.dissemination.messages import DisseminationMessage, SyncDelta, SyncHello, SyncRequest
+from protocols.records.store import RecordStore, bucket_of
 
 
 class Router:

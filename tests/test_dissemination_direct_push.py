@@ -11,11 +11,12 @@ import random
 
 from mesh_fixtures import MeshFixture, make_mesh
 
-from protocols.dissemination import DisseminationConfig, DisseminationCore
-from protocols.dissemination_messages import Push
-from protocols.effects import Send
-from protocols.record_store import RecordStore
-from protocols.records import sign_record
+from protocols.common.effects import Send
+from protocols.dissemination.config import DisseminationConfig
+from protocols.dissemination.core import DisseminationCore
+from protocols.dissemination.messages import Push
+from protocols.records.record import sign_record
+from protocols.records.store import RecordStore
 
 
 def _cores(members: int, config: DisseminationConfig) -> tuple[list[DisseminationCore], MeshFixture]:

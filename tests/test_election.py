@@ -8,11 +8,14 @@ import msgspec
 from election_cluster import ElectionCluster
 from mesh_fixtures import make_mesh
 
-from protocols.effects import Event, Send
-from protocols.election import ElectionCore
-from protocols.election_config import ElectionConfig
-from protocols.election_messages import Accepted, Prepare, Promise, Propose
-from protocols.election_records import (
+from protocols.common.effects import Event, Send
+from protocols.common.identity import NodeIdentity
+from protocols.common.wire import encode
+from protocols.election.config import ElectionConfig
+from protocols.election.core import ElectionCore
+from protocols.election.hub_chain import HubChain, verify_hub_record
+from protocols.election.messages import Accepted, Prepare, Promise, Propose
+from protocols.election.records import (
     Ballot,
     CouncilBody,
     HubBody,
@@ -26,11 +29,8 @@ from protocols.election_records import (
     make_lease,
     make_vote,
 )
-from protocols.hub_chain import HubChain, verify_hub_record
-from protocols.identity import NodeIdentity
-from protocols.record_store import Outcome, RecordStore
-from protocols.records import Record, sign_record
-from protocols.wire import encode
+from protocols.records.record import Record, sign_record
+from protocols.records.store import Outcome, RecordStore
 
 CONFIG = ElectionConfig()
 FAILOVER_BOUND = CONFIG.lease_s + CONFIG.election_jitter + 4 * CONFIG.round_timeout + 1.0

@@ -6,12 +6,12 @@ import random
 
 from mesh_fixtures import make_mesh
 
-from protocols.effects import Event, Send
-from protocols.election import ElectionCore
-from protocols.election_messages import LeaseAck, LeaseRequest
-from protocols.election_records import HUB
-from protocols.record_store import RecordStore
-from protocols.records import Record
+from protocols.common.effects import Event, Send
+from protocols.election.core import ElectionCore
+from protocols.election.messages import LeaseAck, LeaseRequest
+from protocols.election.records import HUB
+from protocols.records.record import Record
+from protocols.records.store import RecordStore
 
 
 def _core(mesh_members: int, index: int) -> ElectionCore:

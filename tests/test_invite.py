@@ -11,8 +11,8 @@ import random
 import msgspec
 import pytest
 
-from protocols.identity import NodeIdentity
-from protocols.invite import (
+from protocols.common.identity import NodeIdentity
+from protocols.join.invite import (
     TOKEN_PREFIX,
     Invite,
     InviteError,
@@ -131,7 +131,7 @@ def test_characters_lost_in_the_middle_are_damage_not_foreign_characters() -> No
 
 
 def test_terms_no_token_can_carry_are_refused_when_it_is_made() -> None:
-    from protocols.invite import MAX_USES, InviteTermsError, check_terms
+    from protocols.join.invite import MAX_USES, InviteTermsError, check_terms
 
     for uses in (0, -1, MAX_USES + 1):
         with pytest.raises(InviteTermsError, match=f"between 1 and {MAX_USES}"):

@@ -49,8 +49,8 @@ from mesh.transport import (
     Transport,
     TransportError,
 )
-from protocols.hashing import digest
-from protocols.identity import NodeId, NodeIdentity
+from protocols.common.hashing import digest
+from protocols.common.identity import NodeId, NodeIdentity
 
 ECHO = "/ileices/echo/1"
 HASH = "/ileices/hash/1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from mesh.live_view import RESTART_SEEDS, encode_live_view, restart_contacts
-from protocols.hashing import digest
+from protocols.common.hashing import digest
 
 MEMBERS = [digest(bytes([i])) for i in range(10)]
 

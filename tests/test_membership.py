@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from protocols.effects import Event, Send
-from protocols.hashing import digest
-from protocols.membership import MembershipConfig, MembershipCore, MemberState
-from protocols.membership_messages import (
+from protocols.common.effects import Event, Send
+from protocols.common.hashing import digest
+from protocols.common.wire import encode
+from protocols.membership.config import MembershipConfig
+from protocols.membership.core import MembershipCore, MemberState
+from protocols.membership.messages import (
     Ack,
     MemberUpdate,
     Nack,
@@ -22,8 +24,7 @@ from protocols.membership_messages import (
     WireState,
     decode_membership,
 )
-from protocols.membership_tables import BroadcastQueue, LiveSet
-from protocols.wire import encode
+from protocols.membership.tables import BroadcastQueue, LiveSet
 
 DropRule = Callable[[float, bytes, bytes, Any], bool]
 

@@ -22,8 +22,8 @@ from mesh.transport import (
     Transport,
     TransportClosed,
 )
-from protocols.hashing import digest
-from protocols.identity import NodeId, NodeIdentity
+from protocols.common.hashing import digest
+from protocols.common.identity import NodeId, NodeIdentity
 
 ECHO = "/ileices/echo/1"
 GOSSIP = "/ileices/gossip/1"

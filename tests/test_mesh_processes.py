@@ -24,7 +24,7 @@ from mesh_processes import NodeProcess, ProcessMesh, cli_many, describe, member_
 
 from bootstrap.control_client import control_request
 from mesh.data_dir import found_mesh
-from protocols.invite import TOKEN_PREFIX, decode_token, encode_token
+from protocols.join.invite import TOKEN_PREFIX, decode_token, encode_token
 
 ROGUE = Path(__file__).with_name("rogue_peer.py")
 DETECTION_DEADLINE = 15.0

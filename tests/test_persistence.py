@@ -20,8 +20,8 @@ from mesh.data_dir import DataDir, DataDirError, found_mesh
 from mesh.database_check import load_verified_store
 from mesh.keyfile import KeyFileError, create_key_file, load_key_file
 from mesh.record_database import RecordDatabase
-from protocols.identity import NodeIdentity
-from protocols.record_store import RecordStore
+from protocols.common.identity import NodeIdentity
+from protocols.records.store import RecordStore
 
 WRITER = Path(__file__).with_name("persistence_writer.py")
 

@@ -6,11 +6,11 @@ import random
 
 from mesh_fixtures import make_mesh
 
-from mesh.seq_allocator import SeqAllocator
-from protocols.effects import Event
-from protocols.election import ElectionCore
-from protocols.record_store import Outcome, RecordStore
-from protocols.records import sign_record
+from protocols.common.effects import Event
+from protocols.election.core import ElectionCore
+from protocols.records.record import sign_record
+from protocols.records.seq_allocator import SeqAllocator
+from protocols.records.store import Outcome, RecordStore
 
 
 def test_it_starts_past_the_store_and_jumps_past_own_records_learned_later() -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-import protocols.election
-import protocols.hub_chain
-from protocols.record_store import MergeResult, Outcome, RecordStore
-from protocols.records import Record, Verifier
+import protocols.election.core
+import protocols.election.hub_chain
+from protocols.records.record import Record, Verifier
+from protocols.records.store import MergeResult, Outcome, RecordStore
 from simulations.run import build_report, run_simulation
 from simulations.scenario import build_scenario, scenario_from_toml
 from simulations.world import World
@@ -125,8 +125,8 @@ def test_partitioned_council_elects_no_second_hub() -> None:
 def test_election_with_a_broken_majority_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     world = _world(seed=8)
     # Planted fault: one vote is a majority, so each side of the split council elects a hub.
-    monkeypatch.setattr(protocols.election, "majority", lambda size: 1)
-    monkeypatch.setattr(protocols.hub_chain, "majority", lambda size: 1)
+    monkeypatch.setattr(protocols.election.core, "majority", lambda size: 1)
+    monkeypatch.setattr(protocols.election.hub_chain, "majority", lambda size: 1)
     _split_council_and_kill_hub(world)
     world.engine.run_until(60.0)
     reason = world.engine.stop_reason

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from protocols.identity import NodeId
-from protocols.record_store import MergeResult, RecordStore
-from protocols.records import Record, Verifier
+from protocols.common.identity import NodeId
+from protocols.records.record import Record, Verifier
+from protocols.records.store import MergeResult, RecordStore
 from simulations.run import run_simulation
 from simulations.scenario import build_scenario
 from simulations.workload import SIM_KIND

@@ -8,8 +8,8 @@ equivocation evidence against it, so they must never draw from separate counters
 
 from __future__ import annotations
 
-from protocols.identity import NodeId
-from protocols.record_store import RecordStore
+from protocols.common.identity import NodeId
+from protocols.records.store import RecordStore
 
 
 class SeqAllocator:

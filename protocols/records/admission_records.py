@@ -6,10 +6,10 @@ another one: whoever knows the mesh id can check the founder.
 
 from __future__ import annotations
 
-from protocols.hashing import digest
-from protocols.identity import NodeIdentity
-from protocols.records import Key32, Record, sign_record
-from protocols.wire import WireStruct, decode, encode
+from protocols.common.hashing import digest
+from protocols.common.identity import NodeIdentity
+from protocols.common.wire import WireStruct, decode, encode
+from protocols.records.record import Key32, Record, sign_record
 
 GENESIS = "genesis"
 ADMISSION = "admission"

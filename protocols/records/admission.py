@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from protocols.admission_records import (
+from protocols.common.identity import NodeId
+from protocols.common.wire import WireError
+from protocols.records.admission_records import (
     ADMISSION,
     GENESIS,
     REVOCATION,
@@ -24,9 +26,7 @@ from protocols.admission_records import (
     mesh_id_of,
     revocation_body,
 )
-from protocols.identity import NodeId
-from protocols.records import Record
-from protocols.wire import WireError
+from protocols.records.record import Record
 
 UNLIMITED = 2**63 - 1
 

@@ -55,13 +55,13 @@ buddy ping that lets a live node refute at once), and each member that hears of 
 new suspicion does the same with probability `suspect_reprobe_fanout / n`, which
 brings independent confirmations for a dead node within a period or two; a node that
 hears a stale accusation (older incarnation) re-queues its current `alive`, so the
-reply to the accuser carries it. Defaults and formulas: `protocols.membership_config`.
+reply to the accuser carries it. Defaults and formulas: `protocols.membership.config`.
 
 Cost: per node per period one ping and about one ack (~10 bytes to ~1.2 KB each with
 piggyback), plus k PingReqs and their relays only after a missed ack. Work per message
 is O(piggyback size), never O(n): the probe order is reshuffled once per round, the
 gossip queue is bucketed by send count, random live peers come from an array
-(`protocols.membership_tables`). Memory per known member is one dict entry and two
+(`protocols.membership.tables`). Memory per known member is one dict entry and two
 array slots; alive members need no per-member object (updates are shared, immutable).
 O(n) by nature, and rare: `PushPull` full-state syncs (join, and one per node every
 push-pull period) and `members()` snapshots.
@@ -79,10 +79,11 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from protocols.effects import Event, Send
-from protocols.identity import NodeId
-from protocols.membership_config import MembershipConfig
-from protocols.membership_messages import (
+from protocols.common.effects import Event, Send
+from protocols.common.identity import NodeId
+from protocols.common.wire import WireError
+from protocols.membership.config import MembershipConfig
+from protocols.membership.messages import (
     SEQ_MODULUS,
     Ack,
     MemberUpdate,
@@ -93,8 +94,7 @@ from protocols.membership_messages import (
     WireState,
     decode_membership,
 )
-from protocols.membership_tables import BroadcastQueue, LiveSet
-from protocols.wire import WireError
+from protocols.membership.tables import BroadcastQueue, LiveSet
 
 __all__ = ["MemberInfo", "MemberState", "MembershipConfig", "MembershipCore"]
 

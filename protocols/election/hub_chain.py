@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from protocols.admission import AdmissionLedger
-from protocols.election_records import HUB, VOTE, HubBody, HubValue, hub_body, majority, vote_body
-from protocols.identity import NodeId
-from protocols.identity import verify as ed25519_verify
-from protocols.record_store import RecordStore
-from protocols.records import Record, Verifier, verify_record
-from protocols.wire import WireError
+from protocols.common.identity import NodeId
+from protocols.common.identity import verify as ed25519_verify
+from protocols.common.wire import WireError
+from protocols.election.records import HUB, VOTE, HubBody, HubValue, hub_body, majority, vote_body
+from protocols.records.admission import AdmissionLedger
+from protocols.records.record import Record, Verifier, verify_record
+from protocols.records.store import RecordStore
 
 MAX_PENDING_TERMS = 256
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, cast
 
 import msgspec
 
-from protocols.wire import WireStruct, decode
+from protocols.common.wire import WireStruct, decode
 
 NodeIdBytes = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 """A node id on the wire: exactly 32 bytes (an Ed25519 public key)."""
@@ -111,5 +111,5 @@ _MESSAGE_UNION: Any = MembershipMessage
 
 
 def decode_membership(data: bytes | bytearray | memoryview) -> MembershipMessage:
-    """Decode one membership message, raising `protocols.wire.WireError` for anything else."""
+    """Decode one membership message, raising `protocols.common.wire.WireError` for anything else."""
     return cast(MembershipMessage, decode(data, _MESSAGE_UNION))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.election_records import MAX_COUNCIL, MAX_LEASE_S
+from protocols.election.records import MAX_COUNCIL, MAX_LEASE_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.record_store import SUMMARY_BUCKETS, AuthorDelta, ClockSeq
-from protocols.records import Key32, Record
-from protocols.wire import WireStruct
+from protocols.common.wire import WireStruct
+from protocols.records.record import Key32, Record
+from protocols.records.store import SUMMARY_BUCKETS, AuthorDelta, ClockSeq
 
 Digest32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Clock = dict[Key32, ClockSeq]

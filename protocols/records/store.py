@@ -28,7 +28,7 @@ Two different records with the same `(author, seq)` are an equivocation: both ar
 as evidence and the one with the smaller signature stays current, a rule every replica
 applies the same way.
 
-Fencing: hub-issued kinds (`protocols/fencing.py`) carry the issuing hub's term; once
+Fencing: hub-issued kinds (`protocols/records/fencing.py`) carry the issuing hub's term; once
 the election core tells the store about term T (`raise_fence`), records of those kinds
 from older terms are refused (`FENCED`) and any already held are purged. For the clock a
 fenced record counts as superseded, like a stale one, so it never blocks a claim; and
@@ -45,14 +45,14 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.admission import ADMISSION_ORDER, AdmissionLedger
-from protocols.admission_records import ADMISSION, ADMISSION_KINDS, GENESIS, REVOCATION
-from protocols.fencing import HUB_ISSUED_KINDS, issued_term
-from protocols.hashing import digest
-from protocols.identity import NodeId
-from protocols.identity import verify as ed25519_verify
-from protocols.records import Key32, Record, Verifier, verify_record
-from protocols.wire import WireError, WireStruct
+from protocols.common.hashing import digest
+from protocols.common.identity import NodeId
+from protocols.common.identity import verify as ed25519_verify
+from protocols.common.wire import WireError, WireStruct
+from protocols.records.admission import ADMISSION_ORDER, AdmissionLedger
+from protocols.records.admission_records import ADMISSION, ADMISSION_KINDS, GENESIS, REVOCATION
+from protocols.records.fencing import HUB_ISSUED_KINDS, issued_term
+from protocols.records.record import Key32, Record, Verifier, verify_record
 
 DEFAULT_MAX_DELTA_RECORDS = 4096
 SUMMARY_BUCKETS = 32

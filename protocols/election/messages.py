@@ -11,10 +11,10 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.election_records import MAX_COUNCIL, Ballot, HubValue, LeaseSeconds
-from protocols.fencing import Term
-from protocols.records import Record
-from protocols.wire import WireStruct
+from protocols.common.wire import WireStruct
+from protocols.election.records import MAX_COUNCIL, Ballot, HubValue, LeaseSeconds
+from protocols.records.fencing import Term
+from protocols.records.record import Record
 
 MAX_DECIDED_RECORDS = 16
 

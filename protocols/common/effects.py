@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocols.identity import NodeId
+from protocols.common.identity import NodeId
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 
-from protocols.identity import NodeId
-from protocols.membership_messages import MemberUpdate
+from protocols.common.identity import NodeId
+from protocols.membership.messages import MemberUpdate
 
 
 class BroadcastQueue:

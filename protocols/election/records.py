@@ -8,7 +8,7 @@
 - `vote` (key = the term): a council member's acceptor state for one term, re-signed on
   every change: the highest ballot it promised, and the ballot and value it accepted.
   One slot per voter per term, so a store keeps one current vote of each voter per term.
-- `council`, `lease`: hub-issued (fenced by term, see `protocols/fencing.py`): the hub
+- `council`, `lease`: hub-issued (fenced by term, see `protocols/records/fencing.py`): the hub
   announces its council when it takes office and its lease as it renews it.
 """
 
@@ -18,11 +18,11 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.fencing import COUNCIL, LEASE, Term
-from protocols.hashing import digest
-from protocols.identity import NodeIdentity
-from protocols.records import Key32, Record, sign_record
-from protocols.wire import WireStruct, decode, encode
+from protocols.common.hashing import digest
+from protocols.common.identity import NodeIdentity
+from protocols.common.wire import WireStruct, decode, encode
+from protocols.records.fencing import COUNCIL, LEASE, Term
+from protocols.records.record import Key32, Record, sign_record
 
 HUB = "hub"
 VOTE = "vote"

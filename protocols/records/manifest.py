@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from protocols.identity import NodeIdentity
-from protocols.records import Record, sign_record
-from protocols.wire import WireStruct, decode, encode
+from protocols.common.identity import NodeIdentity
+from protocols.common.wire import WireStruct, decode, encode
+from protocols.records.record import Record, sign_record
 
 MANIFEST = "manifest"
 

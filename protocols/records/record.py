@@ -12,10 +12,10 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.hashing import digest
-from protocols.identity import KEY_SIZE, SIGNATURE_SIZE, NodeId, NodeIdentity
-from protocols.identity import verify as ed25519_verify
-from protocols.wire import WireStruct, encode
+from protocols.common.hashing import digest
+from protocols.common.identity import KEY_SIZE, SIGNATURE_SIZE, NodeId, NodeIdentity
+from protocols.common.identity import verify as ed25519_verify
+from protocols.common.wire import WireStruct, encode
 
 SIGNING_DOMAIN = "ileices/record/v1"
 MAX_BODY_BYTES = 256 * 1024

@@ -16,8 +16,8 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.records import Record
-from protocols.wire import decode
+from protocols.common.wire import decode
+from protocols.records.record import Record
 
 COUNCIL = "council"
 LEASE = "lease"

@@ -56,9 +56,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocols.effects import Event, Send
-from protocols.election_config import ElectionConfig
-from protocols.election_messages import (
+from protocols.common.effects import Event, Send
+from protocols.common.identity import NodeId, NodeIdentity
+from protocols.common.wire import WireError
+from protocols.election.config import ElectionConfig
+from protocols.election.hub_chain import HubChain, HubTerm
+from protocols.election.messages import (
     MAX_DECIDED_RECORDS,
     Accepted,
     Decided,
@@ -69,7 +72,7 @@ from protocols.election_messages import (
     Propose,
     Reject,
 )
-from protocols.election_records import (
+from protocols.election.records import (
     HUB,
     VOTE,
     Ballot,
@@ -87,12 +90,9 @@ from protocols.election_records import (
     term_key,
     vote_body,
 )
-from protocols.fencing import LEASE
-from protocols.hub_chain import HubChain, HubTerm
-from protocols.identity import NodeId, NodeIdentity
-from protocols.record_store import RecordStore
-from protocols.records import Record, verify_record
-from protocols.wire import WireError
+from protocols.records.fencing import LEASE
+from protocols.records.record import Record, verify_record
+from protocols.records.store import RecordStore
 
 Effect = Send | Event
 NEVER = float("-inf")

@@ -50,11 +50,11 @@ from typing import Annotated
 import msgspec
 import reedsolo
 
-from protocols.hashing import digest
-from protocols.identity import NodeIdentity
-from protocols.identity import verify as ed25519_verify
-from protocols.records import Key32, Signature
-from protocols.wire import WireError, WireStruct, decode, encode
+from protocols.common.hashing import digest
+from protocols.common.identity import NodeIdentity
+from protocols.common.identity import verify as ed25519_verify
+from protocols.common.wire import WireError, WireStruct, decode, encode
+from protocols.records.record import Key32, Signature
 
 TOKEN_PREFIX = "ileices1"
 PARITY_BYTES = 16  # corrects up to 8 damaged bytes per 255-byte block

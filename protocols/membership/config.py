@@ -34,6 +34,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from protocols.common.timing import stretch
+
 
 @dataclass(frozen=True, slots=True)
 class MembershipConfig:
@@ -125,10 +127,3 @@ class MembershipConfig:
         if live_count <= 32:
             return self.push_pull_interval
         return self.push_pull_interval * (math.ceil(math.log2(live_count) - 5.0) + 1)
-
-
-def stretch(scale_from: int | None, live_count: int) -> float:
-    """`log2(n) / log2(scale_from)` above `scale_from` members, else 1: how timings grow with a mesh."""
-    if scale_from is None or live_count <= scale_from:
-        return 1.0
-    return math.log2(live_count) / math.log2(scale_from)

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import msgspec
 
-from protocols.invite import Invite
-from protocols.records import Record
-from protocols.wire import WireStruct
+from protocols.common.wire import WireStruct
+from protocols.join.invite import Invite
+from protocols.records.record import Record
 
 
 class JoinRequest(WireStruct, frozen=True):

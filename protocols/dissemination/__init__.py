@@ -1,0 +1,1 @@
+"""Record dissemination: eager push plus push-pull anti-entropy."""

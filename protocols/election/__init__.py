@@ -1,0 +1,1 @@
+"""The elected hub: council elections with terms, leases and fencing."""

@@ -1,0 +1,1 @@
+"""Joining a mesh: invite tokens and the join request/reply."""

@@ -1,0 +1,1 @@
+"""SWIM membership with Lifeguard: who is alive, suspect, dead or left."""

@@ -1,0 +1,2 @@
+"""Signed records and the replicated store: the record, the delta-CRDT store, admission,
+fencing, manifests and seq allocation."""

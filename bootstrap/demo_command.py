@@ -85,7 +85,7 @@ async def _real_mesh(founder_dir: Path, console: Console) -> None:
         await nursery.start(founder.run)
         nodes = [founder]
         for name in ("friend-1", "friend-2"):
-            token = founder.make_invite(ttl_s=600, uses=1)
+            token = await founder.api.make_invite(ttl_s=600, uses=1)
             console.print(f"   invite for {name}: {token[:40]}...")
             invite = decode_token(token)
             joiner_dir = founder_dir.parent / f"{founder_dir.name}-{name}"

@@ -109,28 +109,28 @@ async def _answer(node: Node, stream: trio.SocketStream) -> None:
 async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     if op == "status":
-        return {"ok": True, "status": await node.status()}
+        return {"ok": True, "status": await node.api.status()}
     if op == "invite":
         ttl_s, uses = float(request["ttl_s"]), int(request["uses"])
         check_terms(ttl_s, uses)
-        token = node.make_invite(ttl_s, uses)
+        token = await node.api.make_invite(ttl_s, uses)
         return {"ok": True, "token": token}
     if op == "revoke":
-        record = await node.revoke(bytes.fromhex(request["node"]), str(request.get("reason", "")))
+        record = await node.api.revoke(bytes.fromhex(request["node"]), str(request.get("reason", "")))
         return {"ok": True, "seq": record.seq}
     if op in ("pause", "resume", "stop_all"):
-        return {"ok": True, "volunteer": await node.hardware(op)}
+        return {"ok": True, "volunteer": await node.api.hardware(op)}
     if op == "set_limits":
         limits = VolunteerLimits.from_dict(request["limits"])
-        return {"ok": True, "volunteer": await node.hardware(SetLimits(limits))}
+        return {"ok": True, "volunteer": await node.api.hardware(SetLimits(limits))}
     if op == "run_task":
         argv = [str(part) for part in request["argv"]]
-        return {"ok": True, "task": await node.hardware(RunTask(argv, str(request.get("name", "task"))))}
+        return {"ok": True, "task": await node.api.hardware(RunTask(argv, str(request.get("name", "task"))))}
     if op == "note":
-        record = await node.publish_note(str(request["key"]), str(request["value"]))
+        record = await node.api.publish_note(str(request["key"]), str(request["value"]))
         return {"ok": True, "seq": record.seq, "author": record.author.hex()}
     if op == "lookup":
-        found = node.lookup(bytes.fromhex(request["author"]), str(request["kind"]), str(request["key"]))
+        found = node.api.lookup(bytes.fromhex(request["author"]), str(request["kind"]), str(request["key"]))
         return {"ok": True, "record": found}
     if op == "stop":
         node.stop()

@@ -10,14 +10,21 @@ acts: the subtree's lifetime follows the election's events, but only the lease
 
 from __future__ import annotations
 
+import logging
+import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from actors.actor import Actor
-from actors.supervisor import ChildSpec, Strategy, Supervisor
+import trio
+
+from actors.actor import Actor, ActorRef
+from actors.supervisor import ChildSpec, Strategy, Supervisor, SupervisorError
 from protocols.common.identity import NodeId
 from protocols.join.invite import Invite
 from protocols.records.record import Record
+
+log = logging.getLogger("mesh.node")
 
 HUB_CHILD = "hub"
 ADMISSIONS_CHILD = "admissions"
@@ -42,13 +49,14 @@ class HubRefusal:
 class HubContext:
     """What the hub's duties need from the node, as callbacks (the node owns the state).
 
-    `acting_term()` is the election's lease check; `inviter_away(node)` asks membership
+    `acting_term()` is the election's lease check (asked of the election actor);
+    `inviter_away(node)` asks membership
     whether the node is dead or left; `admit(peer, invite)` counts the invite's uses over
     every admission in the store and publishes a new admission (atomically, inside the
     dissemination actor), or returns a `HubRefusal` saying why not (used up, ...).
     """
 
-    acting_term: Callable[[], int | None]
+    acting_term: Callable[[], Awaitable[int | None]]
     inviter_away: Callable[[NodeId], Awaitable[bool]]
     admit: Callable[[NodeId, Invite], Awaitable[Record | HubRefusal]]
 
@@ -68,12 +76,12 @@ class HubAdmissions(Actor[HubAdmit, "Record | HubRefusal"]):
 
     async def handle(self, message: HubAdmit) -> Record | HubRefusal:
         inviter = message.invite.body.inviter
-        if self._context.acting_term() is None:
+        if await self._context.acting_term() is None:
             return self._refuse("this node's hub lease has lapsed; try again in a few seconds")
         if not await self._context.inviter_away(inviter):
             return self._refuse("its inviter is alive; join through the inviter")
         # Checked again after the await: the lease may have run out meanwhile.
-        if self._context.acting_term() is None:
+        if await self._context.acting_term() is None:
             return self._refuse("this node's hub lease has lapsed; try again in a few seconds")
         outcome = await self._context.admit(message.peer, message.invite)
         if isinstance(outcome, HubRefusal):
@@ -96,3 +104,90 @@ def hub_supervisor(context: HubContext) -> Supervisor:
         period=30.0,
         name=HUB_CHILD,
     )
+
+
+@dataclass(frozen=True)
+class _RoleChange:
+    """Start the hub role for `term`, or (term None) stop it for `reason`."""
+
+    term: int | None
+    reason: str
+
+
+class HubRoleManager:
+    """Starts and stops the hub role's subtree under the node's supervisor, in the order the
+    election decided, from a task of its own (`run`).
+
+    Never from inside the election actor's event handler: an election that wins (or still
+    holds) the lease in its `on_start` reports `BecameHub` while the node's supervisor is
+    starting its children under the supervisor's lock, and starting the hub child from
+    there waited for that same lock forever (a lone founder's restart hung). OTP has the
+    same rule: a child must not call its supervisor from its own init.
+    """
+
+    def __init__(self, context: HubContext, counters: Counter[str]) -> None:
+        self._context = context
+        self._counters = counters
+        self._supervisor: Supervisor | None = None
+        self._changes_in, self._changes_out = trio.open_memory_channel[_RoleChange](math.inf)
+
+    def became_hub(self, term: int) -> None:
+        self._changes_in.send_nowait(_RoleChange(term, ""))
+
+    def stepped_down(self, reason: str) -> None:
+        self._changes_in.send_nowait(_RoleChange(None, reason))
+
+    def stop_if_running(self, reason: str) -> None:
+        if self.running:
+            self.stepped_down(reason)
+
+    @property
+    def running(self) -> bool:
+        return self._child() is not None
+
+    def admissions(self) -> ActorRef[HubAdmit, Record | HubRefusal] | None:
+        """The admissions duty's ref while the role runs (None otherwise)."""
+        hub = self._child()
+        return hub.ref(ADMISSIONS_CHILD) if isinstance(hub, Supervisor) else None
+
+    async def run(self, supervisor: Supervisor) -> None:
+        """Apply role changes to `supervisor`'s children until cancelled."""
+        self._supervisor = supervisor
+        async for change in self._changes_out:
+            if change.term is not None:
+                await self._start(change.term)
+            else:
+                await self._stop(change.reason)
+
+    def _child(self) -> object | None:
+        if self._supervisor is None:
+            return None
+        try:
+            return self._supervisor.child(HUB_CHILD)
+        except KeyError:
+            return None
+
+    async def _start(self, term: int) -> None:
+        supervisor = self._supervisor
+        if supervisor is None or self._child() is not None:
+            return
+        context = self._context
+        try:
+            await supervisor.start_child(ChildSpec(HUB_CHILD, lambda: hub_supervisor(context), shutdown=None))
+        except (SupervisorError, ValueError) as exc:
+            log.warning("could not start the hub role for term %d: %s", term, exc)
+            return
+        self._counters["hub_role_started"] += 1
+        log.info("this node is the hub of term %d: hub role started", term)
+
+    async def _stop(self, reason: str) -> None:
+        supervisor = self._supervisor
+        if supervisor is None or self._child() is None:
+            return
+        try:
+            await supervisor.terminate_child(HUB_CHILD)
+        except (SupervisorError, KeyError, ValueError) as exc:
+            log.warning("could not stop the hub role: %s", exc)
+            return
+        self._counters["hub_role_stopped"] += 1
+        log.info("hub role stopped (%s)", reason)

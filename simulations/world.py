@@ -19,8 +19,11 @@ from typing import Any
 from protocols.common.effects import Event
 from protocols.common.identity import NodeId, NodeIdentity
 from protocols.dissemination.config import DisseminationConfig
+from protocols.dissemination.events import RecordAccepted
 from protocols.election.config import ElectionConfig
+from protocols.election.events import BecameHub, HubChanged, SteppedDown
 from protocols.membership.config import MembershipConfig
+from protocols.membership.events import MemberChanged
 from protocols.records.admission_records import make_admission, make_genesis
 from protocols.records.record import Record, Verifier, sign_record
 from protocols.records.store import RecordStore
@@ -491,31 +494,27 @@ class World:
     # ---- observing the cores -----------------------------------------------------------------
 
     def _observe(self, now: float, node_id: NodeId, event: Event) -> None:
-        name = event.name
-        if name == "member":
-            data = event.data
-            member = data["node"]
-            state = data["state"]
-            self.detection.member_event(node_id, now, member, state)
-            index = self._index.get(member, 0)
-            self.engine.trace(_T_MEMBER, self._index.get(node_id, 0), index, _STATE_CODE.get(state, 9))
-        elif name == "accepted":
-            record = event.data["record"]
-            rid = record.signature
-            self.checker.accepted(now, node_id, rid)
-            index = self._index.get(node_id, 0)
-            self.dissemination.accepted(rid, index, now)
-            node = self.live.get(node_id)
-            if node is not None:
-                self.hub.accepted(now, node_id, node.store, record)
-        elif name == "became_hub":
-            self.hub.became_hub(now, node_id, int(event.data["term"]))
-        elif name == "stepped_down":
-            self.hub.stepped_down(now, node_id, int(event.data["term"]), str(event.data["reason"]))
-        elif name == "hub":
-            node = self.live.get(node_id)
-            if node is not None:
-                self.hub.believed(now, node_id, node.election)
+        match event:
+            case MemberChanged(node=member, state=state):
+                self.detection.member_event(node_id, now, member, state)
+                index = self._index.get(member, 0)
+                self.engine.trace(_T_MEMBER, self._index.get(node_id, 0), index, _STATE_CODE.get(state, 9))
+            case RecordAccepted(record=record):
+                rid = record.signature
+                self.checker.accepted(now, node_id, rid)
+                index = self._index.get(node_id, 0)
+                self.dissemination.accepted(rid, index, now)
+                node = self.live.get(node_id)
+                if node is not None:
+                    self.hub.accepted(now, node_id, node.store, record)
+            case BecameHub(term=term):
+                self.hub.became_hub(now, node_id, term)
+            case SteppedDown(term=term, reason=reason):
+                self.hub.stepped_down(now, node_id, term, reason)
+            case HubChanged():
+                node = self.live.get(node_id)
+                if node is not None:
+                    self.hub.believed(now, node_id, node.election)
 
 
 def convergence_bound_s(

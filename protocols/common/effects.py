@@ -1,7 +1,11 @@
 """The outputs every sans-IO core returns: what to send, and what happened.
 
 A core never sends anything itself; its driver (a trio actor or the simulator) drains
-these and carries them out, which is what lets one core run under both drivers.
+these and carries them out, which is what lets one core run under both drivers. What
+happened is a typed event: each protocol declares its own in its `events` module as
+frozen dataclasses deriving from `Event`, the way aioquic's `quic/events.py` does, and
+drivers dispatch on the type (`match event: case RecordAccepted(): ...`), never on a
+name, so the type checker sees every boundary between a core and its drivers.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something an observer (status, logs, simulator invariants) may want to know."""
+    """Base of every protocol's events: something its driver, logs or observers act on."""
 
-    name: str
-    data: dict[str, Any]
+
+Effect = Send | Event
+"""One output of `drain()`."""

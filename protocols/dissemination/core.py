@@ -17,14 +17,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from protocols.common.effects import Event, Send
+from protocols.common.effects import Send
 from protocols.common.identity import NodeId
 from protocols.dissemination.config import DisseminationConfig
+from protocols.dissemination.events import ClockAdvanced, DisseminationEvent, RecordAccepted, RecordsPurged
 from protocols.dissemination.messages import Push, SyncDelta, SyncHello, SyncRequest
 from protocols.records.record import Record
 from protocols.records.store import MergeResult, RecordStore
 
-Effect = Send | Event
+Effect = Send | DisseminationEvent
 
 
 class DisseminationCore:
@@ -33,9 +34,9 @@ class DisseminationCore:
         A driver calls `tick(now)` once when it starts the core (that schedules the first
         anti-entropy round), then whenever `next_deadline()` passes.
 
-        Events: `accepted` (a record entered the store: `{"record", "via", "sender"}`) for the
-        driver to persist and observe, `purged` when a revocation removed records, and `clock`
-    (`{"changes": {author: seq}}`) when the store's clock claims moved, to persist them too.
+    Events (`protocols.dissemination.events`): `RecordAccepted` for the driver to persist
+    and observe, `RecordsPurged` when a revocation removed records, and `ClockAdvanced`
+    when the store's clock claims moved, to persist them too.
     """
 
     def __init__(
@@ -167,11 +168,11 @@ class DisseminationCore:
 
     def _report(self, result: MergeResult, via: str, sender: NodeId | None) -> None:
         for record in result.accepted:
-            self._effects.append(Event("accepted", {"record": record, "via": via, "sender": sender}))
+            self._effects.append(RecordAccepted(record, via, sender))
         if result.purged:
-            self._effects.append(Event("purged", {"records": result.purged}))
+            self._effects.append(RecordsPurged(result.purged))
         if result.clock_changes:
-            self._effects.append(Event("clock", {"changes": result.clock_changes}))
+            self._effects.append(ClockAdvanced(result.clock_changes))
         for outcome, count in result.outcomes.items():
             self.counters[f"records_{outcome.value}"] += count
         for refusal, count in result.refused_claims.items():

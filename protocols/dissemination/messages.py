@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import msgspec
 
-from protocols.common.wire import WireStruct
+from protocols.common.wire import WireStruct, decode
 from protocols.records.record import Key32, Record
 from protocols.records.store import SUMMARY_BUCKETS, AuthorDelta, ClockSeq
 
@@ -61,3 +61,11 @@ class SyncDelta(WireStruct, frozen=True, tag="sync-delta"):
 
 
 DisseminationMessage = Push | SyncHello | SyncRequest | SyncDelta
+"""Every message the dissemination protocol sends; decode with `decode_dissemination`."""
+
+_MESSAGE_UNION: Any = DisseminationMessage
+
+
+def decode_dissemination(data: bytes | bytearray | memoryview) -> DisseminationMessage:
+    """Decode one dissemination message, raising `protocols.common.wire.WireError` for anything else."""
+    return cast(DisseminationMessage, decode(data, _MESSAGE_UNION))

@@ -54,12 +54,20 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from protocols.common.effects import Event, Send
+from protocols.common.effects import Send
 from protocols.common.identity import NodeId, NodeIdentity
 from protocols.common.wire import WireError
 from protocols.election.config import ElectionConfig
+from protocols.election.events import (
+    BecameHub,
+    ElectionEvent,
+    HubChanged,
+    PublishRecord,
+    RecordsPurged,
+    Standing,
+    SteppedDown,
+)
 from protocols.election.hub_chain import HubChain, HubTerm
 from protocols.election.messages import (
     MAX_DECIDED_RECORDS,
@@ -94,7 +102,7 @@ from protocols.records.fencing import LEASE
 from protocols.records.record import Record, verify_record
 from protocols.records.store import RecordStore
 
-Effect = Send | Event
+Effect = Send | ElectionEvent
 NEVER = float("-inf")
 
 
@@ -146,10 +154,10 @@ class ElectionCore:
 
     Inputs: `receive`, `tick`, `set_live_members(now, ids)` (from membership) and
     `on_record(now, record)` for every record the store accepted (hub and lease kinds
-    matter). Outputs: `Send`s of `election_messages`, and events: `publish` (`{"record"}`,
-    for the driver to publish through dissemination), `purged` (`{"records"}`, fenced
-    records to delete from disk), `hub` (`{"term", "hub", "council", "lease_expires"}`),
-    `became_hub` (`{"term", "council"}`) and `stepped_down` (`{"term", "reason"}`).
+    matter). Outputs: `Send`s of `protocols.election.messages`, and the events of
+    `protocols.election.events`: `PublishRecord` (for the driver to publish through
+    dissemination), `RecordsPurged` (fenced records to delete from disk), `HubChanged`,
+    `BecameHub`, `SteppedDown` and `Standing`.
     Acting as hub is only allowed while `acting_term(now)` returns the term.
     """
 
@@ -355,7 +363,7 @@ class ElectionCore:
             self._effects.append(Send(to, message))
 
     def _publish(self, record: Record) -> None:
-        self._effects.append(Event("publish", {"record": record}))
+        self._effects.append(PublishRecord(record))
 
     def _seq(self) -> int:
         if self._next_seq_source is not None:
@@ -376,7 +384,7 @@ class ElectionCore:
         latest = added[-1]
         purged = self.store.raise_fence(latest.term).purged
         if purged:
-            self._effects.append(Event("purged", {"records": purged}))
+            self._effects.append(RecordsPurged(purged))
         if self._acting_term is not None and latest.hub != self.self_id:
             self._step_down(self._acting_term, "newer_term")
         self._acting_term = None
@@ -394,7 +402,7 @@ class ElectionCore:
         else:
             self._stand_at = None
         self.counters["terms_learned"] += len(added)
-        self._effects.append(Event("hub", self._hub_event_data()))
+        self._effects.append(self._hub_changed())
         ahead, self._ahead_lease = self._ahead_lease, None
         if ahead is not None and ahead[1].term == latest.term and ahead[0] == latest.hub:
             # The new hub's first renewal overtook its hub record (they travel separately):
@@ -403,15 +411,10 @@ class ElectionCore:
             self.counters["lease_request_replayed"] += 1
             self._on_lease_request(now, ahead[0], ahead[1])
 
-    def _hub_event_data(self) -> dict[str, Any]:
+    def _hub_changed(self) -> HubChanged:
         view = self.hub_view()
         assert view is not None
-        return {
-            "term": view.term,
-            "hub": view.hub,
-            "council": list(view.council),
-            "lease_expires": view.lease_expires,
-        }
+        return HubChanged(view.term, view.hub, list(view.council), view.lease_expires)
 
     def _on_lease_record(self, now: float, record: Record) -> None:
         latest = self.chain.latest
@@ -427,7 +430,7 @@ class ElectionCore:
         first = self._seen_lease_until is None
         self._seen_lease_until = now + body.remaining_s
         if first:
-            self._effects.append(Event("hub", self._hub_event_data()))
+            self._effects.append(self._hub_changed())
 
     # ---- founding --------------------------------------------------------------------------
 
@@ -609,8 +612,7 @@ class ElectionCore:
         self._campaign = _Campaign(term, ballot, previous.council, value, now + self.config.round_timeout)
         self._stand_at = None
         self.counters["campaigns"] += 1
-        standing = {"term": term, "ballot": ballot.number, "reconfigure": reconfigure}
-        self._effects.append(Event("standing", standing))
+        self._effects.append(Standing(term, ballot.number, reconfigure))
         for member in previous.council:
             self._send(member, Prepare(term, ballot, previous.record))
 
@@ -748,12 +750,12 @@ class ElectionCore:
             self._acting_term = latest.term
             self._last_reconfigure = now
             self.counters["became_hub"] += 1
-            self._effects.append(Event("became_hub", {"term": latest.term, "council": list(latest.council)}))
+            self._effects.append(BecameHub(latest.term, list(latest.council)))
         if self._council_announced < latest.term:
             self._council_announced = latest.term
             body = CouncilBody(latest.term, self.self_id, list(latest.council))
             self._publish(make_council(self.identity, self.store.mesh_id, self._seq(), body))
-            self._effects.append(Event("hub", self._hub_event_data()))
+            self._effects.append(self._hub_changed())
         if now - self._last_lease_record >= self.config.lease_record_interval:
             self._last_lease_record = now
             body_lease = LeaseBody(latest.term, message.renewal, self._lease_until - now)
@@ -798,4 +800,4 @@ class ElectionCore:
     def _step_down(self, term: int, reason: str) -> None:
         self._acting_term = None
         self.counters[f"stepped_down_{reason}"] += 1
-        self._effects.append(Event("stepped_down", {"term": term, "reason": reason}))
+        self._effects.append(SteppedDown(term, reason))

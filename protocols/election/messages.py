@@ -7,11 +7,11 @@ authenticates the peer, and nobody but the hub relies on an acknowledgement.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import msgspec
 
-from protocols.common.wire import WireStruct
+from protocols.common.wire import WireStruct, decode
 from protocols.election.records import MAX_COUNCIL, Ballot, HubValue, LeaseSeconds
 from protocols.records.fencing import Term
 from protocols.records.record import Record
@@ -78,5 +78,13 @@ class LeaseAck(WireStruct, frozen=True, tag="el-lease-ack"):
 
 
 ElectionMessage = Prepare | Promise | Propose | Accepted | Reject | Decided | LeaseRequest | LeaseAck
+"""Every message the election protocol sends; decode with `decode_election`."""
 
-__all__ = ["MAX_COUNCIL", "ElectionMessage"]
+__all__ = ["MAX_COUNCIL", "ElectionMessage", "decode_election"]
+
+_MESSAGE_UNION: Any = ElectionMessage
+
+
+def decode_election(data: bytes | bytearray | memoryview) -> ElectionMessage:
+    """Decode one election message, raising `protocols.common.wire.WireError` for anything else."""
+    return cast(ElectionMessage, decode(data, _MESSAGE_UNION))

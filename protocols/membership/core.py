@@ -76,13 +76,14 @@ import heapq
 import math
 import random
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 from typing import Any
 
-from protocols.common.effects import Event, Send
+from protocols.common.effects import Send
 from protocols.common.identity import NodeId
 from protocols.common.wire import WireError
 from protocols.membership.config import MembershipConfig
+from protocols.membership.events import MemberChanged, MemberForgotten, MembershipEvent, MemberState
 from protocols.membership.messages import (
     SEQ_MODULUS,
     Ack,
@@ -111,17 +112,7 @@ DEAD = WireState.DEAD
 LEFT = WireState.LEFT
 
 
-class MemberState(StrEnum):
-    """A member's state as the rest of the system (status, simulator, events) names it."""
-
-    ALIVE = "alive"
-    SUSPECT = "suspect"
-    DEAD = "dead"
-    LEFT = "left"
-
-
 _PUBLIC_STATE = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT)
-_STATE_NAME = tuple(state.value for state in _PUBLIC_STATE)  # `.value` is a slow descriptor
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +254,7 @@ class MembershipCore:
         self._queue = BroadcastQueue()
         self._timers: list[tuple[float, int, _Timer]] = []
         self._timer_count = 0
-        self._effects: list[Send | Event] = []
+        self._effects: list[Send | MembershipEvent] = []
         self._seq = 0
         self._relays: dict[int, _Relay] = {}
         self._health = 0
@@ -413,7 +404,7 @@ class MembershipCore:
             best = heap[0][0]
         return best
 
-    def drain(self) -> list[Send | Event]:
+    def drain(self) -> list[Send | MembershipEvent]:
         """Everything to carry out since the last drain, in the order it arose."""
         effects = self._effects
         self._effects = []
@@ -876,7 +867,7 @@ class MembershipCore:
         del self._watch[node]
         if self._members.pop(node).state == DEAD:
             self._dead.discard(node)
-        self._effects.append(Event("member_forgotten", {"node": node}))
+        self._effects.append(MemberForgotten(node))
 
     def _relay_timeout(self, now: float, seq: int) -> None:
         """Nack the requester in time for its window; keep relaying a late answer a while."""
@@ -966,12 +957,7 @@ class MembershipCore:
         self._effects.append(Send(to, message))
 
     def _emit_member(self, node: NodeId, state: WireState, incarnation: int) -> None:
-        self._effects.append(
-            Event(
-                "member",
-                {"node": node, "state": _STATE_NAME[state], "incarnation": incarnation},
-            )
-        )
+        self._effects.append(MemberChanged(node, _PUBLIC_STATE[state], incarnation))
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) % SEQ_MODULUS

@@ -1,0 +1,243 @@
+"""What the real node does with its cores' events: persistence, logs, the hub role, and the feeds of
+`protocols.wiring` carried to the actors that own the target cores.
+
+The rules that connect one core to another live in `protocols.wiring`, shared with the
+simulator; this module only carries their feeds out the actor way (a command in the
+target actor's mailbox) and adds what only a real node has: a database, a transport and
+an operator reading logs.
+
+Each actor awaits its handler before its messages go out (`ProtocolActor._flush`), so:
+- records are durable before dissemination acknowledges or forwards them;
+- a record the election signed is stored and gossiped before the votes drained with it
+  are sent (a vote must never be sent undurable).
+
+The node's view of who is live is kept here, from `MemberChanged` events: the wiring and
+the other services read it instead of reaching into the membership actor's core.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from actors.protocol_actor import Command
+from mesh.hub_role import HubRoleManager
+from mesh.node_parts import DISSEMINATION, ELECTION, MEMBERSHIP, NodeParts
+from protocols.common.effects import Event
+from protocols.common.identity import NodeId
+from protocols.dissemination.events import ClockAdvanced, RecordAccepted, RecordsPurged
+from protocols.election.events import BecameHub, HubChanged, PublishRecord, Standing, SteppedDown
+from protocols.membership.events import LIVE_STATES, MemberChanged, MemberForgotten
+from protocols.records.admission_records import REVOCATION
+from protocols.records.manifest import MANIFEST
+from protocols.records.record import Record
+from protocols.wiring import (
+    CoreWiring,
+    ElectionLiveSet,
+    Feed,
+    IntroduceMember,
+    MemberLiveness,
+    PublishOwn,
+    RecordToElection,
+    SetPeers,
+    WiringConfig,
+)
+
+log = logging.getLogger("mesh.node")
+
+RecordObserver = Callable[[Record, float, str], None]
+"""Told of each accepted record once it is durable: (record, wall time, how it came)."""
+
+
+class CoreLinks:
+    def __init__(self, parts: NodeParts, hub_role: HubRoleManager, on_durable: RecordObserver) -> None:
+        self._parts = parts
+        self._hub_role = hub_role
+        self._on_durable = on_durable
+        self._live: dict[NodeId, None] = {}
+        # The node's election gets the full live set when its actor starts (see
+        # `election_started`), and a small real mesh refreshes dissemination's peers at once.
+        self.wiring = CoreWiring(
+            parts.node_id, self.live_peers, WiringConfig(peer_refresh_s=0.0), election_has_live_set=True
+        )
+        self._hub_logged: tuple[int, bytes] | None = None
+
+    # ---- the node's live view -----------------------------------------------------------------
+
+    def live_peers(self) -> list[NodeId]:
+        """Alive and suspect members other than this node, as membership last reported."""
+        return list(self._live)
+
+    def live_members(self) -> list[NodeId]:
+        """`live_peers` and this node."""
+        return [self._parts.node_id, *self._live]
+
+    def membership_restarted(self) -> None:
+        """A new membership core reports everyone afresh; forget what the old one said."""
+        self._live.clear()
+
+    # ---- dissemination ---------------------------------------------------------------------------
+
+    async def on_dissemination_events(self, events: list[Event]) -> None:
+        accepted: list[RecordAccepted] = []
+        purged: list[Record] = []
+        clock: dict[NodeId, int] = {}
+        for event in events:
+            match event:
+                case RecordAccepted():
+                    accepted.append(event)
+                case RecordsPurged(records=records):
+                    purged.extend(records)
+                case ClockAdvanced(changes=changes):
+                    clock.update(changes)
+        await self._parts.persister.save_records([event.record for event in accepted], purged, clock)
+        durable_at = time.time()
+        feeds: list[Feed] = []
+        for event in accepted:
+            self._on_durable(event.record, durable_at, event.via)
+            feeds.extend(self.wiring.on_event(trio.current_time(), event, durable_at))
+        await self._carry_out(feeds)
+        await self._tell_transport([event.record for event in accepted])
+
+    async def _tell_transport(self, accepted: Sequence[Record]) -> None:
+        """A new manifest may carry new addresses; a revocation closes the revoked's connections."""
+        transport = self._parts.transport
+        for record in accepted:
+            if record.kind == MANIFEST:
+                self._parts.sender.forget(record.author)
+            elif record.kind == REVOCATION:
+                for node in list(transport.connected_peers()):
+                    if not self._parts.store.ledger.is_member(node):
+                        await transport.disconnect(node)
+
+    # ---- membership ------------------------------------------------------------------------------
+
+    async def on_membership_events(self, events: list[Event]) -> None:
+        feeds: list[Feed] = []
+        now = trio.current_time()
+        for event in events:
+            match event:
+                case MemberChanged(node=node, state=state):
+                    log.info("member %s is %s", node.hex()[:12], state.value)
+                    if node != self._parts.node_id:
+                        if state in LIVE_STATES:
+                            self._live[node] = None
+                        else:
+                            self._live.pop(node, None)
+                    feeds.extend(self.wiring.on_event(now, event, time.time()))
+                case MemberForgotten(node=node):
+                    log.info("member %s forgotten (reclaim time passed)", node.hex()[:12])
+        await self._carry_out(_last_peer_list_only(feeds))
+
+    # ---- election --------------------------------------------------------------------------------
+
+    async def on_election_events(self, events: list[Event]) -> None:
+        for event in events:
+            match event:
+                case PublishRecord():
+                    await self._carry_out(list(self.wiring.on_event(trio.current_time(), event, time.time())))
+                case RecordsPurged(records=records):
+                    if records:
+                        await self._parts.persister.save_records([], records, {})
+                case BecameHub(term=term):
+                    self._hub_role.became_hub(term)
+                case SteppedDown(reason=reason):
+                    self._hub_role.stepped_down(reason)
+                case HubChanged(term=term, hub=hub, council=council):
+                    self._log_hub(term, hub, council)
+                    await self._carry_out(list(self.wiring.on_event(trio.current_time(), event, time.time())))
+                    if hub != self._parts.node_id:
+                        # A hub role left over from an election actor that crashed while hub
+                        # (its successor starts without the lease and may never win it back)
+                        # stops once another node is hub; its duties were inert meanwhile,
+                        # as each checks the lease.
+                        self._hub_role.stop_if_running("another node is hub")
+                case Standing(term=term, ballot=ballot):
+                    log.info("standing for hub of term %d (ballot %d)", term, ballot)
+
+    def _log_hub(self, term: int, hub: NodeId, council: list[NodeId]) -> None:
+        # The election reports a hub view when it learns a term and again when it first
+        # hears that hub's lease; the operator needs one line per new hub.
+        if (term, hub) == self._hub_logged:
+            return
+        self._hub_logged = (term, hub)
+        members = ", ".join(member.hex()[:8] for member in council)
+        log.info("hub of term %d is %s (council %s)", term, hub.hex()[:12], members)
+
+    # ---- carrying feeds out ------------------------------------------------------------------------
+
+    async def _carry_out(self, feeds: Sequence[Feed]) -> None:
+        """Each feed becomes a command for the actor that owns its core; records for the election
+        and liveness changes go in one command per batch (mailboxes are bounded)."""
+        to_election: list[Callable[[Any, float], None]] = []
+        for feed in feeds:
+            match feed:
+                case RecordToElection(record=record):
+                    to_election.append(_on_record(record))
+                case MemberLiveness(member=member, live=live):
+                    to_election.append(_member_changed(member, live))
+                case ElectionLiveSet(peers=peers):
+                    to_election.append(_set_live_members(peers))
+                case IntroduceMember(member=member):
+                    self._send(MEMBERSHIP, _add_member(member))
+                case SetPeers(peers=peers, election=with_election):
+                    self._send(DISSEMINATION, _set_peers(peers))
+                    if with_election:
+                        to_election.append(_set_live_members(peers))
+                case PublishOwn(record=record):
+                    await self._publish_own(record)
+        if to_election:
+            self._send(ELECTION, _in_order(to_election))
+
+    def _send(self, actor: str, action: Callable[[Any, float], object]) -> None:
+        if not self._parts.actor(actor).try_send(Command(action)):
+            # Rare (a full mailbox); a restarted actor reloads its state from the store.
+            self._parts.counters[f"{actor}_mailbox_full"] += 1
+
+    async def _publish_own(self, record: Record) -> None:
+        """Store, persist and gossip a record the election signed; awaited (see the module doc)."""
+
+        def publish(core: Any, now: float) -> bool:
+            return bool(core.publish(now, record))
+
+        if not await self._parts.call_core(DISSEMINATION, publish):
+            self._parts.counters["election_record_refused"] += 1
+            log.warning("this node's store refused its own %s record (seq %d)", record.kind, record.seq)
+
+
+def _last_peer_list_only(feeds: list[Feed]) -> list[Feed]:
+    """Within one batch, only the newest peer list matters: each is a copy of the whole live set."""
+    last = max((i for i, feed in enumerate(feeds) if isinstance(feed, SetPeers)), default=-1)
+    return [feed for i, feed in enumerate(feeds) if not isinstance(feed, SetPeers) or i == last]
+
+
+def _on_record(record: Record) -> Callable[[Any, float], None]:
+    return lambda core, now: core.on_record(now, record)
+
+
+def _member_changed(member: NodeId, live: bool) -> Callable[[Any, float], None]:
+    return lambda core, now: core.member_changed(now, member, live)
+
+
+def _set_live_members(peers: list[NodeId]) -> Callable[[Any, float], None]:
+    return lambda core, now: core.set_live_members(now, peers)
+
+
+def _add_member(member: NodeId) -> Callable[[Any, float], object]:
+    return lambda core, now: core.add_member(now, member)
+
+
+def _set_peers(peers: list[NodeId]) -> Callable[[Any, float], None]:
+    return lambda core, now: core.set_peers(peers)
+
+
+def _in_order(actions: list[Callable[[Any, float], None]]) -> Callable[[Any, float], None]:
+    def run(core: Any, now: float) -> None:
+        for action in actions:
+            action(core, now)
+
+    return run

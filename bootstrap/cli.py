@@ -25,6 +25,7 @@ import typer
 from bootstrap.bench_command import run_bench
 from bootstrap.demo_command import run_demo
 from bootstrap.node_commands import invite, join, note, revoke, status, up
+from bootstrap.options import DataDirOption
 from bootstrap.simulate_command import simulate
 from bootstrap.volunteer_commands import pause, resume, run, stop_all, volunteer
 from mesh.data_dir import DataDirError, found_mesh
@@ -75,9 +76,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DataDirOption = Annotated[
-    Path, typer.Option("--data-dir", help="The node's directory: key, database and logs live here.")
-]
 
 
 def _fail(message: str) -> None:

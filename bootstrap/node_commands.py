@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bootstrap.control_client import ControlClientError, control_request
+from bootstrap.options import DataDirOption
 from mesh.control_socket import socket_path_problem
 from mesh.data_dir import DataDir, DataDirError, prepare_joiner
 from mesh.keyfile import KeyFileError
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 # `mesh.node` (and with it libp2p, ~0.8 s of imports) is imported only by the commands
 # that run a node, so `status`, `invite` and a refused `join` answer quickly.
 
-DataDirOption = Annotated[
-    Path, typer.Option("--data-dir", help="The node's directory: key, database and logs live here.")
-]
 ListenOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -264,6 +262,7 @@ def status(
         return
     console = Console()
     console.print(f"node [cyan]{document['node_id'][:16]}[/cyan] in mesh {document['mesh_id'][:16]}")
+    console.print(f"data directory: {document.get('data_dir', data_dir)}")
     console.print(f"records: {document['records']}   state digest: {document['state_digest'][:16]}")
     console.print(_hub_line(document.get("hub")))
     table = Table("member", "state", "addresses")

@@ -15,10 +15,9 @@ import typer
 
 from actors.hardware_daemon import load_limits, save_limits
 from bootstrap.control_client import ControlClientError, NodeNotRunning, control_request
+from bootstrap.options import DataDirOption
 from kernels.volunteer_limits import LimitsError, VolunteerLimits, apply_cli_values
 from mesh.data_dir import DataDir
-
-DataDirOption = Annotated[Path, typer.Option("--data-dir", help="The node's directory.")]
 
 
 def _fail(message: str) -> None:

@@ -30,7 +30,7 @@ from mesh.node_parts import DISSEMINATION, ELECTION, MEMBERSHIP, NodeParts
 from protocols.common.effects import Event
 from protocols.common.identity import NodeId
 from protocols.dissemination.events import ClockAdvanced, RecordAccepted, RecordsPurged
-from protocols.election.events import BecameHub, HubChanged, PublishRecord, Standing, SteppedDown
+from protocols.election.events import BecameHub, HubChanged, Standing, SteppedDown
 from protocols.membership.events import LIVE_STATES, MemberChanged, MemberForgotten
 from protocols.records.admission_records import REVOCATION
 from protocols.records.manifest import MANIFEST
@@ -80,9 +80,14 @@ class CoreLinks:
         """A new membership core reports everyone afresh; forget what the old one said."""
         self._live.clear()
 
-    # ---- dissemination ---------------------------------------------------------------------------
+    # ---- events in ----------------------------------------------------------------------------------
 
-    async def on_dissemination_events(self, events: list[Event]) -> None:
+    async def on_events(self, events: list[Event]) -> None:
+        """Every actor's event handler: persist, react, then carry out the wiring's feeds.
+
+        One handler for every core: a new protocol's actor uses it as it is, and its
+        events reach other cores through a rule in `protocols.wiring` only.
+        """
         accepted: list[RecordAccepted] = []
         purged: list[Record] = []
         clock: dict[NodeId, int] = {}
@@ -94,14 +99,45 @@ class CoreLinks:
                     purged.extend(records)
                 case ClockAdvanced(changes=changes):
                     clock.update(changes)
-        await self._parts.persister.save_records([event.record for event in accepted], purged, clock)
-        durable_at = time.time()
+        if accepted or purged or clock:
+            await self._parts.persister.save_records([event.record for event in accepted], purged, clock)
+        now, wall_now = trio.current_time(), time.time()
         feeds: list[Feed] = []
-        for event in accepted:
-            self._on_durable(event.record, durable_at, event.via)
-            feeds.extend(self.wiring.on_event(trio.current_time(), event, durable_at))
-        await self._carry_out(feeds)
-        await self._tell_transport([event.record for event in accepted])
+        for event in events:
+            self._react(event, wall_now)
+            feeds.extend(self.wiring.on_event(now, event, wall_now))
+        await self._carry_out(_last_peer_list_only(feeds))
+        if accepted:
+            await self._tell_transport([event.record for event in accepted])
+
+    def _react(self, event: Event, wall_now: float) -> None:
+        """What the node itself does with one event: logs, the live view, the hub role."""
+        match event:
+            case RecordAccepted(record=record, via=via):
+                self._on_durable(record, wall_now, via)
+            case MemberChanged(node=node, state=state):
+                log.info("member %s is %s", node.hex()[:12], state.value)
+                if node != self._parts.node_id:
+                    if state in LIVE_STATES:
+                        self._live[node] = None
+                    else:
+                        self._live.pop(node, None)
+            case MemberForgotten(node=node):
+                log.info("member %s forgotten (reclaim time passed)", node.hex()[:12])
+            case BecameHub(term=term):
+                self._hub_role.became_hub(term)
+            case SteppedDown(reason=reason):
+                self._hub_role.stepped_down(reason)
+            case HubChanged(term=term, hub=hub, council=council):
+                self._log_hub(term, hub, council)
+                if hub != self._parts.node_id:
+                    # A hub role left over from an election actor that crashed while hub
+                    # (its successor starts without the lease and may never win it back)
+                    # stops once another node is hub; its duties were inert meanwhile,
+                    # as each checks the lease.
+                    self._hub_role.stop_if_running("another node is hub")
+            case Standing(term=term, ballot=ballot):
+                log.info("standing for hub of term %d (ballot %d)", term, ballot)
 
     async def _tell_transport(self, accepted: Sequence[Record]) -> None:
         """A new manifest may carry new addresses; a revocation closes the revoked's connections."""
@@ -113,51 +149,6 @@ class CoreLinks:
                 for node in list(transport.connected_peers()):
                     if not self._parts.store.ledger.is_member(node):
                         await transport.disconnect(node)
-
-    # ---- membership ------------------------------------------------------------------------------
-
-    async def on_membership_events(self, events: list[Event]) -> None:
-        feeds: list[Feed] = []
-        now = trio.current_time()
-        for event in events:
-            match event:
-                case MemberChanged(node=node, state=state):
-                    log.info("member %s is %s", node.hex()[:12], state.value)
-                    if node != self._parts.node_id:
-                        if state in LIVE_STATES:
-                            self._live[node] = None
-                        else:
-                            self._live.pop(node, None)
-                    feeds.extend(self.wiring.on_event(now, event, time.time()))
-                case MemberForgotten(node=node):
-                    log.info("member %s forgotten (reclaim time passed)", node.hex()[:12])
-        await self._carry_out(_last_peer_list_only(feeds))
-
-    # ---- election --------------------------------------------------------------------------------
-
-    async def on_election_events(self, events: list[Event]) -> None:
-        for event in events:
-            match event:
-                case PublishRecord():
-                    await self._carry_out(list(self.wiring.on_event(trio.current_time(), event, time.time())))
-                case RecordsPurged(records=records):
-                    if records:
-                        await self._parts.persister.save_records([], records, {})
-                case BecameHub(term=term):
-                    self._hub_role.became_hub(term)
-                case SteppedDown(reason=reason):
-                    self._hub_role.stepped_down(reason)
-                case HubChanged(term=term, hub=hub, council=council):
-                    self._log_hub(term, hub, council)
-                    await self._carry_out(list(self.wiring.on_event(trio.current_time(), event, time.time())))
-                    if hub != self._parts.node_id:
-                        # A hub role left over from an election actor that crashed while hub
-                        # (its successor starts without the lease and may never win it back)
-                        # stops once another node is hub; its duties were inert meanwhile,
-                        # as each checks the lease.
-                        self._hub_role.stop_if_running("another node is hub")
-                case Standing(term=term, ballot=ballot):
-                    log.info("standing for hub of term %d (ballot %d)", term, ballot)
 
     def _log_hub(self, term: int, hub: NodeId, council: list[NodeId]) -> None:
         # The election reports a hub view when it learns a term and again when it first

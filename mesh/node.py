@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ from mesh.record_persister import RecordPersister
 from mesh.routes import MESH_ROUTES, sender_for, serve
 from mesh.transport import JOIN_PROTOCOL, Transport
 from protocols.common.identity import NodeId, NodeIdentity
+from protocols.common.sans_io import SansIOCore
 from protocols.dissemination.config import DisseminationConfig
 from protocols.dissemination.core import DisseminationCore
 from protocols.election.config import ElectionConfig
@@ -164,13 +166,20 @@ class Node:
     ) -> None:
         config = self.config
         node_id = self.node_id
-        # Factories below close over names bound further down (`links`, `joining`); the
-        # supervisor starts its children only once everything is assembled.
+        # The child specs' factories close over names bound further down (`links`, `parts`);
+        # the supervisor starts its children only once everything is assembled.
+
+        def protocol_child(name: str, make_core: Callable[[], SansIOCore]) -> ChildSpec:
+            """A protocol's actor: its core, its route's outbound path, the shared event handler."""
+            return ChildSpec(
+                name, lambda: ProtocolActor(make_core(), sender_for(name, sender.send), links.on_events)
+            )
+
         supervisor = Supervisor(
             [
-                ChildSpec(DISSEMINATION, lambda: dissemination_actor()),
-                ChildSpec(MEMBERSHIP, lambda: membership_actor()),
-                ChildSpec(ELECTION, lambda: election_actor()),
+                protocol_child(DISSEMINATION, lambda: dissemination_core()),
+                protocol_child(MEMBERSHIP, lambda: membership_core()),
+                protocol_child(ELECTION, lambda: election_core()),
                 ChildSpec(HARDWARE, lambda: hardware_daemon()),
             ],
             strategy=Strategy.ONE_FOR_ONE,
@@ -200,11 +209,10 @@ class Node:
         joining = Joining(parts, links.live_peers, software_version(), self.started_at, config.leave_grace)
         membership_starts = 0
 
-        def dissemination_actor() -> ProtocolActor:
-            core = DisseminationCore(node_id, store, random.Random(), config.dissemination)
-            return ProtocolActor(core, sender_for(DISSEMINATION, sender.send), links.on_dissemination_events)
+        def dissemination_core() -> DisseminationCore:
+            return DisseminationCore(node_id, store, random.Random(), config.dissemination)
 
-        def membership_actor() -> ProtocolActor:
+        def membership_core() -> MembershipCore:
             nonlocal membership_starts
             membership_starts += 1
             core = MembershipCore(node_id, random.Random(), config.membership)
@@ -220,15 +228,15 @@ class Node:
                         core.add_member(now, member)
                 parts.counters["membership_restarted"] += 1
                 log.warning("membership restarted: contacting every admitted member again")
-            return ProtocolActor(core, sender_for(MEMBERSHIP, sender.send), links.on_membership_events)
+            return core
 
-        def election_actor() -> ProtocolActor:
+        def election_core() -> ElectionCore:
             core = ElectionCore(
                 self.identity, store, random.Random(), config.election, next_seq=parts.next_seq
             )
             # Membership reports changes only; a (re)started election needs today's view at once.
             core.set_live_members(trio.current_time(), links.live_peers())
-            return ProtocolActor(core, sender_for(ELECTION, sender.send), links.on_election_events)
+            return core
 
         def hardware_daemon() -> HardwareDaemon:
             return HardwareDaemon(self.data_dir.path, joining.publish_hardware_details, config.hardware)

@@ -31,8 +31,9 @@ from mesh.keyfile import create_key_file, load_key_file
 from protocols.common.identity import NodeIdentity
 from protocols.join.invite import create_invite, decode_token, encode_token
 from protocols.records.admission_records import make_admission, make_revocation
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 CLI = [sys.executable, "-m", "bootstrap.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 MAX_USES = 1_000_000

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mesh_fixtures import MeshFixture, make_mesh
 
 from bootstrap.cli import main
 from mesh.data_dir import DATABASE_FILE, KEY_FILE, DataDir, DataDirError
@@ -29,6 +28,7 @@ from mesh.keyfile import create_key_file
 from mesh.record_database import DatabaseError, RecordDatabase
 from protocols.records.record import Record, verify_record
 from protocols.records.store import Outcome, RecordStore
+from tests.support.mesh_fixtures import MeshFixture, make_mesh
 
 REFUSALS = (DatabaseError, DataDirError)
 """What a refused start may raise: the CLI prints either as one `error:` line."""

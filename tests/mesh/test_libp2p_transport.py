@@ -16,7 +16,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 import trio
@@ -51,6 +50,7 @@ from mesh.transport import (
 )
 from protocols.common.hashing import digest
 from protocols.common.identity import NodeId, NodeIdentity
+from tests.support.paths import REPO_ROOT, SUPPORT_DIR
 
 ECHO = "/ileices/echo/1"
 HASH = "/ileices/hash/1"
@@ -417,10 +417,9 @@ def test_integrity_error_type_reaches_the_sender() -> None:
 @pytest.mark.slow
 def test_sigkilled_peer_process_gives_a_timeout_not_a_hang() -> None:
     """Pitfall 2: a killed QUIC peer looks connected (no keepalive, 600 s idle timeout)."""
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     peer = subprocess.Popen(
-        [sys.executable, str(repo / "tests" / "libp2p_peer_process.py")],
+        [sys.executable, str(SUPPORT_DIR / "libp2p_peer_process.py")],
         stdout=subprocess.PIPE,
         env=env,
     )

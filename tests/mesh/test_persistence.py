@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from mesh_fixtures import make_mesh, random_records
 from typer.testing import CliRunner
 
 from bootstrap.cli import app
@@ -22,8 +21,10 @@ from mesh.keyfile import KeyFileError, create_key_file, load_key_file
 from mesh.record_database import RecordDatabase
 from protocols.common.identity import NodeIdentity
 from protocols.records.store import RecordStore
+from tests.support.mesh_fixtures import make_mesh, random_records
+from tests.support.paths import REPO_ROOT, SUPPORT_DIR
 
-WRITER = Path(__file__).with_name("persistence_writer.py")
+WRITER = SUPPORT_DIR / "persistence_writer.py"
 
 
 def test_key_file_is_owner_only_and_wider_permissions_are_refused(tmp_path: Path) -> None:
@@ -87,7 +88,7 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
     founded = found_mesh(path)
     rng = random.Random(5)
     acknowledged = 1
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
     for _ in range(12):
         writer = subprocess.Popen(
             [sys.executable, str(WRITER), str(path)], stdout=subprocess.PIPE, text=True, env=env

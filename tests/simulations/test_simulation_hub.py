@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from protocols.records.store import MergeResult, Outcome, RecordStore
 from simulations.run import build_report, run_simulation
 from simulations.scenario import build_scenario, scenario_from_toml
 from simulations.world import World
+from tests.support.paths import REPO_ROOT
 
 
 def test_hub_killed_every_minute_fails_over_with_one_hub_per_term() -> None:
@@ -145,7 +145,7 @@ def test_short_safety_sweep_finds_no_second_hub_and_no_fenced_record() -> None:
 
 
 def _load_sweep() -> Any:
-    path = Path(__file__).resolve().parent.parent / "bench" / "hub_simulation_sweep.py"
+    path = REPO_ROOT / "bench" / "hub_simulation_sweep.py"
     spec = importlib.util.spec_from_file_location("hub_simulation_sweep", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -13,6 +13,7 @@ from simulations.plots import write_plots
 from simulations.run import run_simulation
 from simulations.scenario import build_scenario, scenario_from_toml
 from simulations.world import World
+from tests.support.paths import REPO_ROOT
 
 
 def test_same_seed_same_digest_and_different_seed_different_digest() -> None:
@@ -108,11 +109,10 @@ def test_digest_is_the_same_in_another_process_with_another_hash_seed() -> None:
         "s = build_scenario(nodes=25, duration='70s', churn='10%/min', loss='1%', seed=8)\n"
         "print(run_simulation(s).digest)\n"
     )
-    root = Path(__file__).resolve().parent.parent
     digests = {
         subprocess.run(
             [sys.executable, "-c", code],
-            cwd=root,
+            cwd=REPO_ROOT,
             env={**os.environ, "PYTHONHASHSEED": hash_seed},
             capture_output=True,
             text=True,

@@ -19,8 +19,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mesh_fixtures import MeshFixture, make_mesh
-
 from protocols.common.effects import Event, Send
 from protocols.common.identity import NodeId, NodeIdentity
 from protocols.common.wire import decode, encode
@@ -33,6 +31,7 @@ from protocols.election.messages import ElectionMessage
 from protocols.records.fencing import HUB_ISSUED_KINDS, issued_term
 from protocols.records.record import Record
 from protocols.records.store import Outcome, RecordStore
+from tests.support.mesh_fixtures import MeshFixture, make_mesh
 
 
 @dataclass

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.control_client import NodeNotRunning, control_request
+from tests.support.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 LOOPBACK_QUIC = "/ip4/127.0.0.1/udp/0/quic-v1"
 CLI = [sys.executable, "-m", "bootstrap.cli"]

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mesh_processes import (
+
+from tests.support.mesh_processes import (
     LOOPBACK_QUIC,
     NodeProcess,
     ProcessMesh,

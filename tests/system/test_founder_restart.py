@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from mesh_processes import ProcessMesh, wait_until
+from tests.support.mesh_processes import ProcessMesh, wait_until
 
 
 def test_a_lone_founder_restarts_three_times(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 keep the restarted old hub from acting; the hub admits for an inviter that is away.
 
 Everything goes through real processes and the CLI (the ProcessMesh harness), as in
-tests/test_mesh_processes.py. The tests share one mesh and run in order.
+tests/system/test_mesh_processes.py. The tests share one mesh and run in order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mesh_processes import NodeProcess, ProcessMesh, member_state, wait_until
+
+from tests.support.mesh_processes import NodeProcess, ProcessMesh, member_state, wait_until
 
 FAILOVER_FACTOR = 3.0
 """The issue's bound: a new hub is visible everywhere within 3x the failure-detection time."""

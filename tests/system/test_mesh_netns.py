@@ -7,7 +7,7 @@ namespace and its own address (10.231.0.x, inside namespaces the test creates). 
 star's centre is either a bridge in a hub namespace of its own (veth pairs; the
 impairment is `tc netem` on each node's `eth0`) or, where the kernel has no netem, a
 user-space switch over TAP devices that applies the same delay and loss
-(`tests/tap_netem.py`). Either way nothing is added to the host's network, and
+(`tests/support/tap_netem.py`). Either way nothing is added to the host's network, and
 deleting the namespaces at the end removes every link, bridge and qdisc with them.
 
 Skips, saying why, where it cannot run: not root, no `ip`/`tc`, namespaces refused, or
@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mesh_processes import NodeProcess, ProcessMesh, describe, same_state
-from tap_netem import ImpairedSwitch, tap_available
+
+from tests.support.mesh_processes import NodeProcess, ProcessMesh, describe, same_state
+from tests.support.tap_netem import ImpairedSwitch, tap_available
 
 SUBNET = "10.231.0"
 NODES = 4

@@ -20,13 +20,22 @@ from typing import Any
 
 import msgspec
 import pytest
-from mesh_processes import NodeProcess, ProcessMesh, cli_many, describe, member_state, same_state, wait_until
 
 from bootstrap.control_client import control_request
 from mesh.data_dir import found_mesh
 from protocols.join.invite import TOKEN_PREFIX, decode_token, encode_token
+from tests.support.mesh_processes import (
+    NodeProcess,
+    ProcessMesh,
+    cli_many,
+    describe,
+    member_state,
+    same_state,
+    wait_until,
+)
+from tests.support.paths import SUPPORT_DIR
 
-ROGUE = Path(__file__).with_name("rogue_peer.py")
+ROGUE = SUPPORT_DIR / "rogue_peer.py"
 DETECTION_DEADLINE = 15.0
 
 

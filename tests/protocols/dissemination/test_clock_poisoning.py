@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable
 
 import pytest
-from mesh_fixtures import MeshFixture, make_mesh
 
 from protocols.common.effects import Send
 from protocols.common.identity import NodeId
@@ -26,6 +25,7 @@ from protocols.dissemination.messages import DisseminationMessage, Push, SyncDel
 from protocols.election.records import CouncilBody, make_council
 from protocols.records.record import Record, sign_record
 from protocols.records.store import AuthorDelta, ClaimRefusal, Outcome, RecordStore
+from tests.support.mesh_fixtures import MeshFixture, make_mesh
 
 BIG = 2**62
 Cores = dict[NodeId, DisseminationCore]

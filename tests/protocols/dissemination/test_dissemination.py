@@ -5,14 +5,13 @@ from __future__ import annotations
 import heapq
 import random
 
-from mesh_fixtures import MeshFixture, make_mesh
-
 from protocols.common.effects import Send
 from protocols.common.wire import decode, encode
 from protocols.dissemination.config import DisseminationConfig
 from protocols.dissemination.core import DisseminationCore
 from protocols.dissemination.messages import DisseminationMessage, SyncDelta, SyncHello, SyncRequest
 from protocols.records.store import RecordStore, bucket_of
+from tests.support.mesh_fixtures import MeshFixture, make_mesh
 
 
 class Router:

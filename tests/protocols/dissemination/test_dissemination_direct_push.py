@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import random
 
-from mesh_fixtures import MeshFixture, make_mesh
-
 from protocols.common.effects import Send
 from protocols.dissemination.config import DisseminationConfig
 from protocols.dissemination.core import DisseminationCore
 from protocols.dissemination.messages import Push
 from protocols.records.record import sign_record
 from protocols.records.store import RecordStore
+from tests.support.mesh_fixtures import MeshFixture, make_mesh
 
 
 def _cores(members: int, config: DisseminationConfig) -> tuple[list[DisseminationCore], MeshFixture]:

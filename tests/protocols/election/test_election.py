@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 
 import msgspec
-from election_cluster import ElectionCluster
-from mesh_fixtures import make_mesh
 
 from protocols.common.effects import Event, Send
 from protocols.common.identity import NodeIdentity
@@ -31,6 +29,8 @@ from protocols.election.records import (
 )
 from protocols.records.record import Record, sign_record
 from protocols.records.store import Outcome, RecordStore
+from tests.support.election_cluster import ElectionCluster
+from tests.support.mesh_fixtures import make_mesh
 
 CONFIG = ElectionConfig()
 FAILOVER_BOUND = CONFIG.lease_s + CONFIG.election_jitter + 4 * CONFIG.round_timeout + 1.0

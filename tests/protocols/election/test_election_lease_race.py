@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import random
 
-from mesh_fixtures import make_mesh
-
 from protocols.common.effects import Event, Send
 from protocols.election.core import ElectionCore
 from protocols.election.messages import LeaseAck, LeaseRequest
 from protocols.election.records import HUB
 from protocols.records.record import Record
 from protocols.records.store import RecordStore
+from tests.support.mesh_fixtures import make_mesh
 
 
 def _core(mesh_members: int, index: int) -> ElectionCore:

@@ -8,13 +8,13 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mesh_fixtures import MeshFixture, make_mesh, random_records
 
 from protocols.common.identity import NodeIdentity
 from protocols.common.wire import WireError, decode, encode
 from protocols.records.admission_records import make_admission, make_revocation
 from protocols.records.record import Record, sign_record
 from protocols.records.store import Outcome, RecordStore
+from tests.support.mesh_fixtures import MeshFixture, make_mesh, random_records
 
 MESH = make_mesh(members=3, seed=1)
 POOL = MESH.membership_records() + random_records(MESH, 60, seed=2)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import random
 
-from mesh_fixtures import make_mesh
-
 from protocols.common.effects import Event
 from protocols.election.core import ElectionCore
 from protocols.records.record import sign_record
 from protocols.records.seq_allocator import SeqAllocator
 from protocols.records.store import Outcome, RecordStore
+from tests.support.mesh_fixtures import make_mesh
 
 
 def test_it_starts_past_the_store_and_jumps_past_own_records_learned_later() -> None:

@@ -129,7 +129,7 @@ class Joining:
         """A restart contacted only the members it last saw live: if none of them answered,
         contact every admitted member, as a first start does."""
         await trio.sleep(RESTART_ANSWER_WAIT_S)
-        answered = await self._parts.call_core(MEMBERSHIP, lambda core, now: core.stats["received"] > 0)
+        answered = await self._parts.call_core(MEMBERSHIP, lambda core, now: core.counters["received"] > 0)
         if answered:
             return
         log.info("restart: no member answered in %.0f s; contacting every member", RESTART_ANSWER_WAIT_S)

@@ -78,42 +78,55 @@ class DisseminationCore:
 
     def receive(self, now: float, sender: NodeId, message: object) -> None:
         self._schedule(now)
-        if isinstance(message, Push):
-            records = message.records
-            if all(self.store.holds(record) for record in records):
-                # the common case: push gossip delivers each record about `fanout` times
-                self.counters["records_duplicate"] += len(records)
-                return
-            result = self.store.merge(records)
-            self._report(result, "push", sender)
-            straight_from_author = all(record.author == sender for record in result.accepted)
-            direct = straight_from_author and len(self._peers) < self.config.direct_push_below
-            if result.accepted and not direct:
-                self._push(result.accepted, exclude=sender)
-        elif isinstance(message, SyncHello):
-            self.counters["sync_hello_in"] += 1
-            store = self.store
-            if message.state != store.state_digest() or message.clock_total != store.clock_total():
-                buckets = store.differing_buckets(message.summary) or None
-                if buckets is None:
-                    self._send(sender, SyncRequest(store.clock()))
-                else:
-                    self._send(sender, SyncRequest(store.clock_of(buckets), buckets))
-        elif isinstance(message, SyncRequest):
-            store = self.store
-            buckets = message.buckets
-            entries = store.delta_for(message.clock, self.config.max_delta_records, buckets)
-            clock = store.clock() if buckets is None else store.clock_of(buckets)
-            self._send(sender, SyncDelta(entries, clock, buckets))
-        elif isinstance(message, SyncDelta):
-            result = self.store.apply_delta(message.entries)
-            self._report(result, "sync", sender)
-            if message.clock is not None:
-                entries = self.store.delta_for(message.clock, self.config.max_delta_records, message.buckets)
-                if entries:
-                    self._send(sender, SyncDelta(entries, None))
-        else:
-            self.counters["dropped_unknown_message"] += 1
+        match message:
+            case Push():
+                self._on_push(sender, message)
+            case SyncHello():
+                self._on_sync_hello(sender, message)
+            case SyncRequest():
+                self._on_sync_request(sender, message)
+            case SyncDelta():
+                self._on_sync_delta(sender, message)
+            case _:
+                self.counters["dropped_unknown_message"] += 1
+
+    def _on_push(self, sender: NodeId, message: Push) -> None:
+        records = message.records
+        if all(self.store.holds(record) for record in records):
+            # the common case: push gossip delivers each record about `fanout` times
+            self.counters["records_duplicate"] += len(records)
+            return
+        result = self.store.merge(records)
+        self._report(result, "push", sender)
+        straight_from_author = all(record.author == sender for record in result.accepted)
+        direct = straight_from_author and len(self._peers) < self.config.direct_push_below
+        if result.accepted and not direct:
+            self._push(result.accepted, exclude=sender)
+
+    def _on_sync_hello(self, sender: NodeId, message: SyncHello) -> None:
+        self.counters["sync_hello_in"] += 1
+        store = self.store
+        if message.state != store.state_digest() or message.clock_total != store.clock_total():
+            buckets = store.differing_buckets(message.summary) or None
+            if buckets is None:
+                self._send(sender, SyncRequest(store.clock()))
+            else:
+                self._send(sender, SyncRequest(store.clock_of(buckets), buckets))
+
+    def _on_sync_request(self, sender: NodeId, message: SyncRequest) -> None:
+        store = self.store
+        buckets = message.buckets
+        entries = store.delta_for(message.clock, self.config.max_delta_records, buckets)
+        clock = store.clock() if buckets is None else store.clock_of(buckets)
+        self._send(sender, SyncDelta(entries, clock, buckets))
+
+    def _on_sync_delta(self, sender: NodeId, message: SyncDelta) -> None:
+        result = self.store.apply_delta(message.entries)
+        self._report(result, "sync", sender)
+        if message.clock is not None:
+            entries = self.store.delta_for(message.clock, self.config.max_delta_records, message.buckets)
+            if entries:
+                self._send(sender, SyncDelta(entries, None))
 
     def tick(self, now: float) -> None:
         self._schedule(now)

@@ -330,24 +330,25 @@ class ElectionCore:
                     self._stand_at = now + self.config.lease_s + jitter
 
     def _dispatch(self, now: float, sender: NodeId, message: object) -> None:
-        if isinstance(message, LeaseRequest):
-            self._on_lease_request(now, sender, message)
-        elif isinstance(message, LeaseAck):
-            self._on_lease_ack(now, sender, message)
-        elif isinstance(message, Prepare):
-            self._on_prepare(now, sender, message)
-        elif isinstance(message, Promise):
-            self._on_promise(now, sender, message)
-        elif isinstance(message, Propose):
-            self._on_propose(now, sender, message)
-        elif isinstance(message, Accepted):
-            self._on_accepted(now, sender, message)
-        elif isinstance(message, Reject):
-            self._on_reject(now, sender, message)
-        elif isinstance(message, Decided):
-            self._offer_hub_records(now, message.records)
-        else:
-            self.counters["dropped_unknown_message"] += 1
+        match message:
+            case LeaseRequest():
+                self._on_lease_request(now, sender, message)
+            case LeaseAck():
+                self._on_lease_ack(now, sender, message)
+            case Prepare():
+                self._on_prepare(now, sender, message)
+            case Promise():
+                self._on_promise(now, sender, message)
+            case Propose():
+                self._on_propose(now, sender, message)
+            case Accepted():
+                self._on_accepted(now, sender, message)
+            case Reject():
+                self._on_reject(now, sender, message)
+            case Decided():
+                self._offer_hub_records(now, message.records)
+            case _:
+                self.counters["dropped_unknown_message"] += 1
 
     def _pump(self, now: float) -> None:
         """Deliver messages this node sent itself (it is often on its own council)."""

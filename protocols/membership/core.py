@@ -75,6 +75,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -149,9 +150,7 @@ class _Timer:
 class _Suspicion:
     """One running suspicion: its confirmations and the timeout bounds it started with."""
 
-    __slots__ = (
-        "confirmations", "expected", "high", "low", "originator", "seen", "start", "timer"
-    )
+    __slots__ = ("confirmations", "expected", "high", "low", "originator", "seen", "start", "timer")
 
     def __init__(
         self, start: float, low: float, high: float, expected: int, originator: NodeId | None
@@ -217,29 +216,17 @@ class MembershipCore:
     """One node's view of the mesh's members, kept by SWIM probing and gossip.
 
     Drive it with `receive`, `tick` (at `next_deadline()`), `join`, `leave` and
-    `add_member`; carry out what `drain()` returns. `dropped` counts malformed or
+    `add_member`; carry out what `drain()` returns. `counters["dropped"]` counts malformed or
     unexpected input, which is ignored rather than raised.
     """
 
-    def __init__(
-        self, self_id: NodeId, rng: random.Random, config: MembershipConfig | None = None
-    ) -> None:
+    def __init__(self, self_id: NodeId, rng: random.Random, config: MembershipConfig | None = None) -> None:
         _check_node_id(self_id)
         self.self_id: NodeId = self_id
         self.config = config if config is not None else MembershipConfig()
         self._rng = rng
-        self.dropped = 0
-        self.stats: dict[str, int] = {
-            "sent": 0,
-            "received": 0,
-            "probes": 0,
-            "probe_failures": 0,
-            "indirect_probes": 0,
-            "relays": 0,
-            "refutations": 0,
-            "declared_dead": 0,
-            "stale_replies": 0,
-        }
+        self.counters: Counter[str] = Counter()
+        """What this core did and dropped (`sent`, `received`, `probes`, `dropped`, ...), for status."""
         self._incarnation = 0
         self._left = False
         self._left_at: float | None = None
@@ -309,9 +296,7 @@ class MembershipCore:
             self._join_retry = None
         if self._seeds:
             self._sync_with_seeds()
-            self._join_retry = self._schedule(
-                now + self.config.join_retry_interval, _Action.JOIN_RETRY, None
-            )
+            self._join_retry = self._schedule(now + self.config.join_retry_interval, _Action.JOIN_RETRY, None)
 
     def leave(self, now: float) -> None:
         """Leave gracefully: gossip `left` now; the driver should keep delivering briefly."""
@@ -349,24 +334,34 @@ class MembershipCore:
         """Feed one message from `sender`; anything malformed or unexpected is counted and ignored."""
         if not self._started:
             self._start(now)
-        handler = _HANDLERS.get(type(message))
-        if (
-            handler is None
-            or type(sender) is not bytes
-            or len(sender) != NODE_ID_SIZE
-            or sender == self.self_id
-        ):
-            self.dropped += 1
+        if type(sender) is not bytes or len(sender) != NODE_ID_SIZE or sender == self.self_id:
+            self.counters["dropped"] += 1
             return
-        self.stats["received"] += 1
-        handler(self, now, sender, message)
+        match message:
+            case Ping():
+                self.counters["received"] += 1
+                self._on_ping(now, sender, message)
+            case Ack():
+                self.counters["received"] += 1
+                self._on_ack(now, sender, message)
+            case PingReq():
+                self.counters["received"] += 1
+                self._on_ping_req(now, sender, message)
+            case Nack():
+                self.counters["received"] += 1
+                self._on_nack(now, sender, message)
+            case PushPull():
+                self.counters["received"] += 1
+                self._on_push_pull(now, sender, message)
+            case _:
+                self.counters["dropped"] += 1
 
     def receive_bytes(self, now: float, sender: NodeId, data: bytes) -> None:
         """Decode and feed one wire message; undecodable input is counted in `dropped`."""
         try:
             message = decode_membership(data)
         except WireError:
-            self.dropped += 1
+            self.counters["dropped"] += 1
             return
         self.receive(now, sender, message)
 
@@ -414,9 +409,7 @@ class MembershipCore:
         """A snapshot of every member this node knows (itself first); O(n), for status."""
         own = self._self_update
         snapshot = {
-            self.self_id: MemberInfo(
-                self.self_id, _PUBLIC_STATE[own.state], own.incarnation, self._left_at
-            )
+            self.self_id: MemberInfo(self.self_id, _PUBLIC_STATE[own.state], own.incarnation, self._left_at)
         }
         watch = self._watch
         for node, update in self._members.items():
@@ -457,7 +450,7 @@ class MembershipCore:
         piggyback merged (an empty one skipped); False, counted, for malformed input."""
         seq = message.seq
         if type(seq) is not int or not 0 <= seq < SEQ_MODULUS:
-            self.dropped += 1
+            self.counters["dropped"] += 1
             return False
         updates = message.updates
         return (type(updates) is tuple and not updates) or self._merge(now, updates)
@@ -465,7 +458,7 @@ class MembershipCore:
     def _on_ping(self, now: float, sender: NodeId, message: Ping) -> None:
         if not self._take_probe_message(now, message):
             return
-        self.stats["sent"] += 1
+        self.counters["sent"] += 1
         self._effects.append(Send(sender, Ack(message.seq, self._piggyback(sender))))
 
     def _on_ack(self, now: float, sender: NodeId, message: Ack) -> None:
@@ -488,7 +481,7 @@ class MembershipCore:
             del self._relays[seq]
             self._send(relay.requester, Ack(relay.requester_seq, self._piggyback(relay.requester)))
             return
-        self.stats["stale_replies"] += 1
+        self.counters["stale_replies"] += 1
 
     def _on_ping_req(self, now: float, sender: NodeId, message: PingReq) -> None:
         target = message.target
@@ -500,7 +493,7 @@ class MembershipCore:
             or target == self.self_id
             or target == sender
         ):
-            self.dropped += 1
+            self.counters["dropped"] += 1
             return
         about_target = self._members.get(target)
         if about_target is not None and about_target.state >= DEAD:
@@ -511,7 +504,7 @@ class MembershipCore:
         seq = self._next_seq()
         self._schedule(now + self._timeout() * NACK_FRACTION, _Action.RELAY_TIMEOUT, seq)
         self._relays[seq] = _Relay(sender, message.seq, target)
-        self.stats["relays"] += 1
+        self.counters["relays"] += 1
         self._send(target, Ping(seq, self._piggyback(target)))
 
     def _on_nack(self, now: float, sender: NodeId, message: Nack) -> None:
@@ -525,11 +518,11 @@ class MembershipCore:
             if sender not in self._probe_nackers:
                 self._probe_nackers.append(sender)
         else:
-            self.stats["stale_replies"] += 1
+            self.counters["stale_replies"] += 1
 
     def _on_push_pull(self, now: float, sender: NodeId, message: PushPull) -> None:
         if type(message.reply) is not bool:
-            self.dropped += 1
+            self.counters["dropped"] += 1
             return
         if not self._merge(now, message.updates):
             return
@@ -539,7 +532,7 @@ class MembershipCore:
     def _valid_seq(self, seq: object) -> bool:
         if type(seq) is int and 0 <= seq < SEQ_MODULUS:
             return True
-        self.dropped += 1
+        self.counters["dropped"] += 1
         return False
 
     # ----------------------------------------------------------------- state updates
@@ -547,7 +540,7 @@ class MembershipCore:
     def _merge(self, now: float, updates: object) -> bool:
         """Apply piggybacked updates; False (and counted) if the list itself is malformed."""
         if type(updates) is not tuple and type(updates) is not list:
-            self.dropped += 1
+            self.counters["dropped"] += 1
             return False
         members = self._members
         for update in updates:
@@ -574,7 +567,7 @@ class MembershipCore:
                 ):
                     self._apply(now, update)
                     continue
-            self.dropped += 1
+            self.counters["dropped"] += 1
         return True
 
     def _apply(self, now: float, update: MemberUpdate) -> None:
@@ -624,7 +617,7 @@ class MembershipCore:
                 return
         elif update.state == SUSPECT:
             self._raise_health(1)
-        self.stats["refutations"] += 1
+        self.counters["refutations"] += 1
         self._set_self(now, update.incarnation + 1, ALIVE)
 
     def _set_self(self, now: float, incarnation: int, state: WireState) -> None:
@@ -668,17 +661,13 @@ class MembershipCore:
             if state == DEAD:
                 self._dead.add(node)
             if watch is not None:
-                watch.reclaim = self._schedule(
-                    now + self.config.reclaim_time, _Action.RECLAIM, node
-                )
+                watch.reclaim = self._schedule(now + self.config.reclaim_time, _Action.RECLAIM, node)
         if state != previous:
             if watch is not None:
                 watch.since = now
             self._emit_member(node, state, update.incarnation)
 
-    def _start_suspicion(
-        self, now: float, node: NodeId, update: MemberUpdate, watch: _Watch
-    ) -> None:
+    def _start_suspicion(self, now: float, node: NodeId, update: MemberUpdate, watch: _Watch) -> None:
         low, high, expected = self.config.suspicion_bounds(len(self._live) + 1)
         origin = update.origin
         suspicion = _Suspicion(now, low, high, expected, origin)
@@ -686,15 +675,9 @@ class MembershipCore:
             suspicion.seen.add(origin)  # the first suspecter is not a confirmation
             fanout = self.config.suspect_reprobe_fanout
             peers = len(self._live)
-            if (
-                origin != self.self_id
-                and fanout
-                and (fanout >= peers or self._rng.random() * peers < fanout)
-            ):
+            if origin != self.self_id and fanout and (fanout >= peers or self._rng.random() * peers < fanout):
                 self._urgent.append(node)
-        suspicion.timer = self._schedule(
-            now + suspicion.timeout(), _Action.SUSPICION_TIMEOUT, node
-        )
+        suspicion.timer = self._schedule(now + suspicion.timeout(), _Action.SUSPICION_TIMEOUT, node)
         watch.suspicion = suspicion
 
     def _confirm(self, node: NodeId, update: MemberUpdate) -> None:
@@ -748,7 +731,7 @@ class MembershipCore:
         self._probe_helpers = []
         self._probe_nackers = []
         self._indirect_at = now + self._timeout() * (self._health + 1)
-        self.stats["probes"] += 1
+        self.counters["probes"] += 1
         self._send(target, Ping(seq, self._piggyback(target)))
 
     def _conclude_probe(self, now: float) -> None:
@@ -765,7 +748,7 @@ class MembershipCore:
             self._raise_health(max(0, expected_nacks - len(self._probe_nackers)))
         else:
             self._raise_health(1)
-        self.stats["probe_failures"] += 1
+        self.counters["probe_failures"] += 1
         if current.state == ALIVE:
             self._urgent.append(target)  # probe it again next period: the buddy ping
         self._apply(now, MemberUpdate(target, current.incarnation, SUSPECT, self.self_id))
@@ -777,7 +760,7 @@ class MembershipCore:
         helpers = self._live.sample(self.config.indirect_checks, self._rng, exclude=target)
         self._probe_helpers = helpers
         for helper in helpers:
-            self.stats["indirect_probes"] += 1
+            self.counters["indirect_probes"] += 1
             self._send(helper, PingReq(self._probe_seq, target, self._piggyback(helper)))
 
     def _next_probe_target(self) -> NodeId | None:
@@ -839,7 +822,7 @@ class MembershipCore:
         if action == _Action.SUSPICION_TIMEOUT:
             current = self._members.get(timer.key)
             if current is not None and current.state == SUSPECT:
-                self.stats["declared_dead"] += 1
+                self.counters["declared_dead"] += 1
                 self._apply(now, MemberUpdate(timer.key, current.incarnation, DEAD))
         elif action == _Action.RECLAIM:
             self._forget(timer)
@@ -953,7 +936,7 @@ class MembershipCore:
             order.insert(self._rng.randint(self._probe_index, len(order)), node)
 
     def _send(self, to: NodeId, message: Any) -> None:
-        self.stats["sent"] += 1
+        self.counters["sent"] += 1
         self._effects.append(Send(to, message))
 
     def _emit_member(self, node: NodeId, state: WireState, incarnation: int) -> None:
@@ -967,12 +950,3 @@ class MembershipCore:
 def _check_node_id(node_id: object) -> None:
     if type(node_id) is not bytes or len(node_id) != NODE_ID_SIZE:
         raise ValueError(f"a node id is {NODE_ID_SIZE} bytes, got {node_id!r:.80}")
-
-
-_HANDLERS: dict[type, Any] = {
-    Ping: MembershipCore._on_ping,
-    Ack: MembershipCore._on_ack,
-    PingReq: MembershipCore._on_ping_req,
-    Nack: MembershipCore._on_nack,
-    PushPull: MembershipCore._on_push_pull,
-}

@@ -8,6 +8,7 @@ drives the very same membership and dissemination cores for a few hundred nodes.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from bootstrap.log_setup import setup_node_logging
 from bootstrap.simulate_command import print_summary
 from mesh.data_dir import DataDir, DataDirError, found_mesh, prepare_joiner
 from protocols.join.invite import decode_token
@@ -51,7 +53,11 @@ def run_demo(data_dir: Path | None, nodes: int, duration: str, seed: int) -> int
             return 1
         console.print(f"[bold]1.[/bold] founded mesh [cyan]{founded.mesh_id.hex()[:16]}[/cyan] in {path}")
         console.print(f"   node id {founded.node_id.hex()}  (key in {directory.key_file}, mode 0600)")
+    # The nodes' own lines and the libraries' go to the demo's log file, not the screen.
+    log_file = directory.log_dir / "demo.log"
+    setup_node_logging(log_file, logging.INFO, terminal=False)
     console.print("[bold]2.[/bold] starting a real mesh of three nodes on loopback (QUIC):")
+    console.print(f"   (the nodes' logs: {log_file})")
     failure: list[BaseException] = []
     try:
         trio.run(_real_mesh, path, console)
@@ -66,10 +72,11 @@ def run_demo(data_dir: Path | None, nodes: int, duration: str, seed: int) -> int
     )
     try:
         scenario = build_scenario(nodes=nodes, duration=duration, churn="5%/min", loss="1%", seed=seed)
+        # Some problems (a run too short to check convergence) show only once the world is planned.
+        report = run_simulation(scenario, progress=True)
     except ScenarioError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    report = run_simulation(scenario, progress=True)
     print_summary(report, console, None)
     ok = all(entry["ok"] for entry in report.invariants.values())
     console.print("[green]every invariant held[/green]" if ok else "[red]an invariant failed[/red]")

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import signal
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -28,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bootstrap.control_client import ControlClientError, control_request
+from bootstrap.log_setup import parse_log_level, setup_node_logging
 from bootstrap.options import DataDirOption
 from mesh.control_socket import socket_path_problem
 from mesh.data_dir import DataDir, DataDirError, prepare_joiner
@@ -58,8 +57,6 @@ ListenOption = Annotated[
     ),
 ]
 LOCK_FILE = "node.lock"
-LIBRARY_LOGGERS = ("libp2p", "aioquic", "quic", "multiaddr", "async_service")
-"""Networking libraries whose logs go to node.log at WARNING and above, never the terminal."""
 LogLevelOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 
 
@@ -69,37 +66,11 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _setup_logging(data_dir: Path, level: str) -> None:
-    log_dir = DataDir(data_dir).log_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
-    numeric = getattr(logging, level.upper(), None)
-    if not isinstance(numeric, int):
-        _fail(f"unknown log level {level!r}")
+    numeric = parse_log_level(level)
+    if numeric is None:
+        _fail(f"unknown log level {level!r}: use debug, info, warning or error")
         return
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    file_handler = logging.FileHandler(log_dir / "node.log")
-    file_handler.setFormatter(fmt)
-    stderr_handler = logging.StreamHandler(sys.stderr)
-    stderr_handler.setFormatter(fmt)
-    root = logging.getLogger()
-    root.handlers[:] = [file_handler, stderr_handler]
-    root.setLevel(numeric)
-    # libp2p configures its own logger when imported (no handlers, no propagation, so its
-    # multi-line stream errors reach stderr raw through logging's last resort): import it
-    # first, then send it and the other networking libraries to the log file only, at
-    # WARNING, so the terminal shows this node's own messages.
-    import libp2p  # noqa: F401
-
-    # The level goes on the handler as well as on the logger: libp2p sets levels on its own
-    # child loggers (`libp2p.transport.quic...`), and a child's INFO record propagates to
-    # the parent's handlers whatever the parent's level, which put INFO lines in node.log.
-    library_handler = logging.FileHandler(log_dir / "node.log")
-    library_handler.setFormatter(fmt)
-    library_handler.setLevel(max(numeric, logging.WARNING))
-    for noisy in LIBRARY_LOGGERS:
-        library = logging.getLogger(noisy)
-        library.handlers[:] = [library_handler]
-        library.propagate = False
-        library.setLevel(max(numeric, logging.WARNING))
+    setup_node_logging(DataDir(data_dir).log_dir / "node.log", numeric)
 
 
 async def _stop_on_signals(node: Node) -> None:

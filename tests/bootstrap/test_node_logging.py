@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bootstrap.log_setup import LIBRARY_LOGGERS
 from bootstrap.node_commands import _setup_logging
 from mesh.data_dir import DataDir
-
-LIBRARY_LOGGERS = ("libp2p", "aioquic", "quic", "multiaddr", "async_service")
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
 """A deterministic little mesh for election tests: store + dissemination + election cores per node.
 
-No event loop: a heap of messages and scheduled actions in virtual time, like the Router
-of tests/test_dissemination.py. Each node has its own clock rate and offset (the cores
-only ever see local time), messages cross a real encode/decode, and the network can
-lose, delay, partition, kill and restart. Membership is an oracle: after
-`detect_delay`, each node sees the nodes it can reach.
+No event loop: the nodes run on the shared sans-IO harness (tests/support/sans_io_harness.py),
+two cores each ("gossip" and "election"), in virtual time. Each node has its own clock
+rate and offset (the cores only ever see local time), messages cross a real
+encode/decode, and the network can lose, delay, partition, kill and restart; a message
+in flight is lost if its sender is dead or the two ends are cut apart when it arrives.
+Membership is an oracle: after `detect_delay`, each node sees the nodes it can reach.
+Events feed the other core of the node: a record the election signs is published by
+gossip, a record gossip accepts goes to the election.
 
 The cluster watches the safety properties as it runs, from outside the cores:
 hubs believed per term (over every node's chain), nodes acting as hub at the same
@@ -14,24 +17,27 @@ hub-issued records published by a node that was not acting in that term.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from protocols.common.effects import Event, Send
 from protocols.common.identity import NodeId, NodeIdentity
-from protocols.common.wire import decode, encode
 from protocols.dissemination.config import DisseminationConfig
 from protocols.dissemination.core import DisseminationCore
+from protocols.dissemination.events import RecordAccepted
 from protocols.dissemination.messages import DisseminationMessage
 from protocols.election.config import ElectionConfig
 from protocols.election.core import ElectionCore
+from protocols.election.events import BecameHub, PublishRecord, SteppedDown
 from protocols.election.messages import ElectionMessage
 from protocols.records.fencing import HUB_ISSUED_KINDS, issued_term
 from protocols.records.record import Record
 from protocols.records.store import Outcome, RecordStore
 from tests.support.mesh_fixtures import MeshFixture, make_mesh
+from tests.support.sans_io_harness import SansIOHarness
+
+GOSSIP = "gossip"
+ELECTION = "election"
 
 
 @dataclass
@@ -83,34 +89,32 @@ class ElectionCluster:
     ) -> None:
         self.mesh: MeshFixture = make_mesh(members=n - 1, seed=seed)
         self.rng = random.Random(seed)
+        """Draws the nodes' seeds and clocks and, through the harness, the network's loss and latency."""
         self.config = config or ElectionConfig()
-        self.loss = loss
-        self.latency = latency
         self.drift = drift
         self.detect_delay = detect_delay
-        self.now = 0.0
         self.nodes: dict[NodeId, Node] = {}
-        self.dead: set[NodeId] = set()
-        self.group: dict[NodeId, int] = {}
         self.safety = Safety()
-        self.sent = 0
-        self._queue: list[tuple[float, int, NodeId, NodeId, str, bytes]] = []
-        self._actions: list[tuple[float, int, Callable[[], None]]] = []
-        self._counter = 0
+        self.net = SansIOHarness(
+            rng=self.rng, loss=loss, latency=latency, after_flush=self._judge_batch, after_step=self._observe
+        )
+        self.net.arrival_rules.append(lambda at, sender, to, message: sender in self.net.down)
+        self.net.on(PublishRecord, self._on_publish)
+        self.net.on(RecordAccepted, self._on_accepted)
+        self.net.on(BecameHub, self._on_became_hub)
+        self.net.on(SteppedDown, self._on_stepped_down)
         self._accepted_hub_issued: list[Record] = []
         self.ids = [identity.node_id for identity in self.mesh.everyone]
         for identity in self.mesh.everyone:
             store = RecordStore(self.mesh.mesh_id)
             store.merge(self.mesh.membership_records())
             self._start(identity, store)
-        for node_id in self.ids:
-            self.group[node_id] = 0
         if initial_views:
             self._update_views()
         else:
             self.schedule(detect_delay, self._update_views)
         for node_id in self.ids:
-            self._tick(node_id, gossip=True, election=True)
+            self.net.tick(node_id)  # a driver ticks every core once when it starts
 
     # ---- building and breaking -----------------------------------------------------------
 
@@ -122,20 +126,34 @@ class ElectionCluster:
         gossip = DisseminationCore(node_id, store, random.Random(seed), DisseminationConfig(fanout=2))
         election = ElectionCore(identity, store, random.Random(seed + 1), self.config)
         self.nodes[node_id] = Node(identity, store, gossip, election, rate, offset)
+        clock = {"rate": rate, "offset": offset}
+        self.net.add(node_id, gossip, protocol=GOSSIP, message_type=DisseminationMessage, **clock)
+        self.net.add(node_id, election, protocol=ELECTION, message_type=ElectionMessage)
 
     @property
     def founder(self) -> NodeId:
         return self.ids[0]
 
+    @property
+    def now(self) -> float:
+        return self.net.now
+
+    @property
+    def dead(self) -> set[NodeId]:
+        return self.net.down
+
+    @property
+    def sent(self) -> int:
+        return self.net.sent
+
     def live(self) -> list[NodeId]:
         return [node for node in self.ids if node not in self.dead]
 
     def schedule(self, delay: float, action: Callable[[], None]) -> None:
-        self._counter += 1
-        heapq.heappush(self._actions, (self.now + delay, self._counter, action))
+        self.net.schedule(delay, action)
 
     def kill(self, node_id: NodeId) -> None:
-        self.dead.add(node_id)
+        self.net.crash(node_id)
         self.schedule(self.detect_delay, self._update_views)
 
     def restart(self, node_id: NodeId) -> None:
@@ -143,18 +161,14 @@ class ElectionCluster:
         old = self.nodes[node_id]
         store = RecordStore(self.mesh.mesh_id)
         store.restore(list(old.store), old.store.clock())
-        self.dead.discard(node_id)
+        self.net.recover(node_id)
         self._start(old.identity, store)
-        self._tick(node_id, gossip=True, election=True)
+        self.net.tick(node_id)
         self.schedule(0.0, self._update_views)
 
     def partition(self, *groups: list[NodeId]) -> None:
-        """Split the network: nodes only reach nodes of their own group (unlisted nodes: group 0)."""
-        for node_id in self.ids:
-            self.group[node_id] = 0
-        for index, members in enumerate(groups, start=1):
-            for node_id in members:
-                self.group[node_id] = index
+        """Split the network: nodes only reach nodes of their own group (unlisted nodes: one more group)."""
+        self.net.partition(*groups)
         self.schedule(self.detect_delay, self._update_views)
 
     def heal(self) -> None:
@@ -162,109 +176,46 @@ class ElectionCluster:
 
     def _update_views(self) -> None:
         for node_id in self.live():
-            view = [other for other in self.live() if self.group[other] == self.group[node_id]]
+            view = [other for other in self.live() if self.net.connected(other, node_id)]
             node = self.nodes[node_id]
             node.gossip.set_peers(view)
             node.election.set_live_members(node.local(self.now), view)
-            self._flush(node_id)
+            self.net.flush(node_id)
 
     # ---- running ---------------------------------------------------------------------------
 
-    def _flush(self, node_id: NodeId) -> None:
+    def run_until(self, end: float) -> None:
+        self.net.run_until(end)
+
+    def _on_publish(self, node_id: NodeId, event: PublishRecord) -> None:
         node = self.nodes[node_id]
         local = node.local(self.now)
-        self._accepted_hub_issued = []
-        while True:
-            effects = [*node.gossip.drain(), *node.election.drain()]
-            if not effects:
-                break
-            for effect in effects:
-                if isinstance(effect, Send):
-                    proto = "e" if isinstance(effect.message, ElectionMessage) else "d"
-                    self._send(node_id, effect.to, proto, encode(effect.message))
-                elif isinstance(effect, Event):
-                    self._on_event(node, local, effect)
-        # Judged once the batch is through: a record merged in the same batch as the hub
-        # record of a newer term is purged when that hub record is believed, a moment later.
+        record = event.record
+        if record.kind in HUB_ISSUED_KINDS and node.election.acting_term(local) != issued_term(record):
+            self.safety.published_while_not_acting += 1
+        node.gossip.publish(local, record)
+
+    def _on_accepted(self, node_id: NodeId, event: RecordAccepted) -> None:
+        node = self.nodes[node_id]
+        if event.record.kind in HUB_ISSUED_KINDS:
+            self._accepted_hub_issued.append(event.record)
+        node.election.on_record(node.local(self.now), event.record)
+
+    def _on_became_hub(self, node_id: NodeId, event: BecameHub) -> None:
+        self.safety.became_hub.append((self.now, node_id, event.term))
+
+    def _on_stepped_down(self, node_id: NodeId, event: SteppedDown) -> None:
+        self.safety.stepped_down.append((self.now, node_id, event.term, event.reason))
+
+    def _judge_batch(self, node_id: NodeId) -> None:
+        """Once a node's drained batch is through: a record merged in the same batch as the hub
+        record of a newer term is purged when that hub record is believed, a moment later."""
+        node = self.nodes[node_id]
         for record in self._accepted_hub_issued:
             held = node.store.get(*record.slot) == record
             if held and issued_term(record) < node.election.latest_term:
                 self.safety.fenced_accepted += 1
-
-    def _on_event(self, node: Node, local: float, event: Event) -> None:
-        node_id = node.identity.node_id
-        if event.name == "publish":
-            record: Record = event.data["record"]
-            if record.kind in HUB_ISSUED_KINDS and node.election.acting_term(local) != issued_term(record):
-                self.safety.published_while_not_acting += 1
-            node.gossip.publish(local, record)
-        elif event.name == "accepted":
-            record = event.data["record"]
-            if record.kind in HUB_ISSUED_KINDS:
-                self._accepted_hub_issued.append(record)
-            node.election.on_record(local, record)
-        elif event.name == "became_hub":
-            self.safety.became_hub.append((self.now, node_id, event.data["term"]))
-        elif event.name == "stepped_down":
-            self.safety.stepped_down.append((self.now, node_id, event.data["term"], event.data["reason"]))
-
-    def _send(self, sender: NodeId, to: NodeId, proto: str, wire: bytes) -> None:
-        self.sent += 1
-        if self.rng.random() < self.loss:
-            return
-        self._counter += 1
-        at = self.now + self.rng.uniform(*self.latency)
-        heapq.heappush(self._queue, (at, self._counter, sender, to, proto, wire))
-
-    def _tick(self, node_id: NodeId, gossip: bool, election: bool) -> None:
-        node = self.nodes[node_id]
-        local = node.local(self.now)
-        for due, core in ((gossip, node.gossip), (election, node.election)):
-            if due:
-                # local(real(deadline)) may round to just below the deadline: never tick early
-                deadline = core.next_deadline()
-                core.tick(max(local, deadline) if deadline is not None and deadline - local < 1e-6 else local)
-        self._flush(node_id)
-
-    def _next_timer(self) -> tuple[float, NodeId | None, str]:
-        best: tuple[float, NodeId | None, str] = (float("inf"), None, "")
-        for node_id in self.live():
-            node = self.nodes[node_id]
-            for which, core in (("gossip", node.gossip), ("election", node.election)):
-                deadline = core.next_deadline()
-                if deadline is not None:
-                    at = max(self.now, node.real(deadline))
-                    if at < best[0]:
-                        best = (at, node_id, which)
-        return best
-
-    def run_until(self, end: float) -> None:
-        while True:
-            timer_at, timer_node, which = self._next_timer()
-            message_at = self._queue[0][0] if self._queue else float("inf")
-            action_at = self._actions[0][0] if self._actions else float("inf")
-            at = min(timer_at, message_at, action_at)
-            if at > end:
-                self.now = end
-                return
-            self.now = at
-            if action_at == at:
-                heapq.heappop(self._actions)[2]()
-            elif message_at == at:
-                _, _, sender, to, proto, wire = heapq.heappop(self._queue)
-                if to in self.dead or sender in self.dead or self.group[sender] != self.group[to]:
-                    continue
-                node = self.nodes[to]
-                local = node.local(self.now)
-                if proto == "e":
-                    node.election.receive(local, sender, decode(wire, ElectionMessage))  # type: ignore[arg-type]
-                else:
-                    node.gossip.receive(local, sender, decode(wire, DisseminationMessage))  # type: ignore[arg-type]
-                self._flush(to)
-            else:
-                assert timer_node is not None
-                self._tick(timer_node, gossip=which == "gossip", election=which == "election")
-            self._observe()
+        self._accepted_hub_issued = []
 
     def _observe(self) -> None:
         acting = 0

@@ -2,17 +2,17 @@
 
 A vector-clock entry `clock[a] = s` tells every peer "send me only what `a` wrote after
 `s`", so an inflated entry silences `a` here for good. These tests drive the sans-IO
-dissemination cores directly (messages cross through the wire encoding, as in
-`test_dissemination.py`): a member sends lies of every shape it can, the receiver must
-refuse and count them, and a record whose eager push to the receiver was lost must still
-be repaired by anti-entropy with honest peers afterwards.
+dissemination cores on the shared harness with no latency (messages cross the wire
+encoding, as in `test_dissemination.py`): a member sends lies of every shape it can, the
+receiver must refuse and count them, and a record whose eager push to the receiver was
+lost must still be repaired by anti-entropy with honest peers afterwards.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -26,6 +26,7 @@ from protocols.election.records import CouncilBody, make_council
 from protocols.records.record import Record, sign_record
 from protocols.records.store import AuthorDelta, ClaimRefusal, Outcome, RecordStore
 from tests.support.mesh_fixtures import MeshFixture, make_mesh
+from tests.support.sans_io_harness import SansIOHarness
 
 BIG = 2**62
 Cores = dict[NodeId, DisseminationCore]
@@ -37,36 +38,50 @@ def _never(to: NodeId, message: object) -> bool:
 
 
 class Mesh:
-    """A founder and three members, one core each: `attacker` lies, `victim` is lied to."""
+    """A founder and three members, one core each: `attacker` lies, `victim` is lied to.
+
+    The cores run on the sans-IO harness at time 0 with no latency, so an exchange is
+    carried out message by message in the order sent, and no timer ever fires.
+    """
 
     def __init__(self, seed: int = 21) -> None:
         self.fixture: MeshFixture = make_mesh(members=3, seed=seed)
         self.founder = self.fixture.founder.node_id
         self.attacker, self.victim, self.honest = (m.node_id for m in self.fixture.members)
-        self.cores: Cores = {}
+        self.net = SansIOHarness(latency=0.0)
         for index, identity in enumerate(self.fixture.everyone):
             store = RecordStore(self.fixture.mesh_id)
             store.merge(self.fixture.membership_records())
             core = DisseminationCore(
                 identity.node_id, store, random.Random(index), DisseminationConfig(fanout=3)
             )
-            self.cores[identity.node_id] = core
+            self.net.add(identity.node_id, core, message_type=DisseminationMessage)
         for core in self.cores.values():
-            core.set_peers(list(self.cores))
+            core.set_peers(self.net.nodes)
+
+    @property
+    def cores(self) -> Cores:
+        return self.net.cores()
 
     def store(self, node: NodeId) -> RecordStore:
         return self.cores[node].store
 
+    @contextmanager
+    def _losing(self, lose: Lose) -> Iterator[None]:
+        def rule(at: float, sender: NodeId, to: NodeId, message: object) -> bool:
+            return lose(to, message)
+
+        self.net.drop_rules.append(rule)
+        try:
+            yield
+        finally:
+            self.net.drop_rules.remove(rule)
+
     def deliver(self, sender: NodeId, to: NodeId, message: object, lose: Lose = _never) -> None:
         """Carry `message` over the wire, then everything it causes, until every core is quiet."""
-        queue: deque[tuple[NodeId, NodeId, object]] = deque([(sender, to, message)])
-        while queue:
-            source, target, sent = queue.popleft()
-            if lose(target, sent):
-                continue
-            core = self.cores[target]
-            core.receive(0.0, source, decode(encode(sent), DisseminationMessage))  # type: ignore[arg-type]
-            queue.extend((target, e.to, e.message) for e in core.drain() if isinstance(e, Send))
+        with self._losing(lose):
+            self.net.send(sender, to, message)
+            self.net.settle()
 
     def publish(self, author: NodeId, record: Record, lose: Lose = _never) -> None:
         core = self.cores[author]

@@ -1,8 +1,7 @@
-"""Dissemination cores driven directly: push spreads, anti-entropy repairs, steady state is cheap."""
+"""Dissemination cores on the sans-IO harness: push spreads, anti-entropy repairs, steady state is cheap."""
 
 from __future__ import annotations
 
-import heapq
 import random
 
 from protocols.common.effects import Send
@@ -12,111 +11,76 @@ from protocols.dissemination.core import DisseminationCore
 from protocols.dissemination.messages import DisseminationMessage, SyncDelta, SyncHello, SyncRequest
 from protocols.records.store import RecordStore, bucket_of
 from tests.support.mesh_fixtures import MeshFixture, make_mesh
+from tests.support.sans_io_harness import SansIOHarness
 
 
-class Router:
-    """A tiny deterministic network: fixed latency, optional loss, nodes that can be offline."""
-
-    def __init__(self, mesh: MeshFixture, seed: int, loss: float = 0.0) -> None:
-        self.rng = random.Random(seed)
-        self.loss = loss
-        self.now = 0.0
-        self.offline: set[bytes] = set()
-        self.queue: list[tuple[float, int, bytes, bytes, bytes]] = []
-        self.sent = 0
-        self.cores: dict[bytes, DisseminationCore] = {}
-        for i, identity in enumerate(mesh.everyone):
-            store = RecordStore(mesh.mesh_id)
-            store.merge(mesh.membership_records())
-            core = DisseminationCore(
-                identity.node_id, store, random.Random(seed * 1000 + i), DisseminationConfig(fanout=2)
-            )
-            self.cores[identity.node_id] = core
-        for core in self.cores.values():
-            core.set_peers(list(self.cores))
-            core.tick(0.0)  # a driver ticks every core once when it starts
-
-    def flush(self, node: bytes) -> None:
-        for effect in self.cores[node].drain():
-            if isinstance(effect, Send):
-                self.sent += 1
-                if self.rng.random() < self.loss:
-                    continue
-                wire = encode(effect.message)  # what crosses a real wire
-                heapq.heappush(self.queue, (self.now + 0.01, self.sent, node, effect.to, wire))
-
-    def run_until(self, end: float) -> None:
-        while self.now < end:
-            deadlines = [
-                (core.next_deadline() or end, node)
-                for node, core in self.cores.items()
-                if node not in self.offline
-            ]
-            next_tick, node = min(deadlines)
-            if self.queue and self.queue[0][0] <= next_tick:
-                at, _, sender, to, wire = heapq.heappop(self.queue)
-                self.now = at
-                if to in self.offline:
-                    continue
-                self.cores[to].receive(at, sender, decode(wire, DisseminationMessage))  # type: ignore[arg-type]
-                self.flush(to)
-            else:
-                self.now = max(self.now, min(next_tick, end))
-                if self.now >= end:
-                    return
-                self.cores[node].tick(self.now)
-                self.flush(node)
+def gossip_mesh(mesh: MeshFixture, seed: int, loss: float = 0.0) -> SansIOHarness:
+    """A dissemination core (fanout 2) for every node of `mesh` on the sans-IO harness: messages
+    cross the wire encoding with a fixed 10 ms latency and optional loss; `net.crash` takes a
+    node offline, `net.recover` brings it back."""
+    net = SansIOHarness(seed=seed, latency=0.01, loss=loss)
+    for i, identity in enumerate(mesh.everyone):
+        store = RecordStore(mesh.mesh_id)
+        store.merge(mesh.membership_records())
+        core = DisseminationCore(
+            identity.node_id, store, random.Random(seed * 1000 + i), DisseminationConfig(fanout=2)
+        )
+        net.add(identity.node_id, core, message_type=DisseminationMessage)
+    for node, core in net.cores().items():
+        core.set_peers(net.nodes)
+        net.tick(node)  # a driver ticks every core once when it starts
+    return net
 
 
-def digests(router: Router) -> set[bytes]:
-    return {core.store.state_digest() for node, core in router.cores.items() if node not in router.offline}
+def digests(net: SansIOHarness) -> set[bytes]:
+    return {core.store.state_digest() for node, core in net.cores().items() if node not in net.down}
 
 
 def test_push_and_anti_entropy_converge_under_loss() -> None:
     mesh = make_mesh(members=19, seed=3)
-    router = Router(mesh, seed=3, loss=0.1)
+    net = gossip_mesh(mesh, seed=3, loss=0.1)
     for i, author in enumerate(mesh.everyone[:5]):
-        core = router.cores[author.node_id]
+        core = net.core(author.node_id)
         core.publish(0.0, mesh.next_record(author, "note", f"k{i}", b"x"))
-        router.flush(author.node_id)
-    router.run_until(15.0)
-    assert len(digests(router)) == 1
-    assert len(next(iter(router.cores.values())).store) == 20 + 5
+        net.flush(author.node_id)
+    net.run_until(15.0)
+    assert len(digests(net)) == 1
+    assert len(next(iter(net.cores().values())).store) == 20 + 5
 
 
 def test_a_node_that_was_away_catches_up_by_anti_entropy() -> None:
     mesh = make_mesh(members=9, seed=4)
-    router = Router(mesh, seed=4)
+    net = gossip_mesh(mesh, seed=4)
     away = mesh.members[0].node_id
-    router.offline.add(away)
+    net.crash(away)
     author = mesh.members[1]
     for i in range(20):
-        router.cores[author.node_id].publish(router.now, mesh.next_record(author, "note", f"k{i % 3}"))
-        router.flush(author.node_id)
-    router.run_until(5.0)
-    assert router.cores[away].store.clock().get(author.node_id, 0) == 0
-    router.offline.discard(away)
-    router.run_until(15.0)
-    assert len(digests(router)) == 1
-    assert router.cores[away].store.clock() == router.cores[author.node_id].store.clock()
+        net.core(author.node_id).publish(net.now, mesh.next_record(author, "note", f"k{i % 3}"))
+        net.flush(author.node_id)
+    net.run_until(5.0)
+    assert net.core(away).store.clock().get(author.node_id, 0) == 0
+    net.recover(away)
+    net.run_until(15.0)
+    assert len(digests(net)) == 1
+    assert net.core(away).store.clock() == net.core(author.node_id).store.clock()
 
 
 def test_steady_state_anti_entropy_costs_one_small_message_per_round() -> None:
     mesh = make_mesh(members=4, seed=5)
-    router = Router(mesh, seed=5)
-    router.run_until(10.0)
-    rounds = sum(core.counters["sync_rounds"] for core in router.cores.values())
+    net = gossip_mesh(mesh, seed=5)
+    net.run_until(10.0)
+    rounds = sum(core.counters["sync_rounds"] for core in net.cores().values())
     assert rounds >= 40
-    assert router.sent == rounds  # a hello each, never a request: the states already match
-    store = next(iter(router.cores.values())).store
+    assert net.sent == rounds  # a hello each, never a request: the states already match
+    store = next(iter(net.cores().values())).store
     hello = SyncHello(store.state_digest(), store.clock_total(), store.summary())
     assert len(encode(hello)) < 320  # digest, total and 8 bytes per author bucket, whatever the mesh size
 
 
 def test_unknown_messages_are_dropped_and_counted() -> None:
     mesh = make_mesh(members=1, seed=6)
-    router = Router(mesh, seed=6)
-    core = router.cores[mesh.founder.node_id]
+    net = gossip_mesh(mesh, seed=6)
+    core = net.core(mesh.founder.node_id)
     core.receive(0.0, mesh.members[0].node_id, object())
     assert core.counters["dropped_unknown_message"] == 1
     assert not [e for e in core.drain() if isinstance(e, Send)]
@@ -125,12 +89,12 @@ def test_unknown_messages_are_dropped_and_counted() -> None:
 def test_same_seed_same_trace() -> None:
     def trace(seed: int) -> tuple[int, set[bytes]]:
         mesh = make_mesh(members=7, seed=8)
-        router = Router(mesh, seed=seed, loss=0.2)
+        net = gossip_mesh(mesh, seed=seed, loss=0.2)
         author = mesh.members[2]
-        router.cores[author.node_id].publish(0.0, mesh.next_record(author, "note", "k"))
-        router.flush(author.node_id)
-        router.run_until(5.0)
-        return router.sent, digests(router)
+        net.core(author.node_id).publish(0.0, mesh.next_record(author, "note", "k"))
+        net.flush(author.node_id)
+        net.run_until(5.0)
+        return net.sent, digests(net)
 
     assert trace(1) == trace(1)
 

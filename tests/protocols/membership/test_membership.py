@@ -1,19 +1,18 @@
-"""SWIM membership core, driven directly by a tiny deterministic message router (no event loop)."""
+"""SWIM membership core, driven directly by the shared deterministic harness (no event loop)."""
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from protocols.common.effects import Event, Send
+from protocols.common.effects import Send
 from protocols.common.hashing import digest
 from protocols.common.wire import encode
 from protocols.membership.config import MembershipConfig
 from protocols.membership.core import MembershipCore, MemberState
+from protocols.membership.events import MemberChanged, MemberForgotten
 from protocols.membership.messages import (
     Ack,
     MemberUpdate,
@@ -25,15 +24,16 @@ from protocols.membership.messages import (
     decode_membership,
 )
 from protocols.membership.tables import BroadcastQueue, LiveSet
+from tests.support.sans_io_harness import SansIOHarness
 
-DropRule = Callable[[float, bytes, bytes, Any], bool]
 
+class Swim:
+    """`count` membership cores on the sans-IO harness, and every member event they reported.
 
-class Router:
-    """Delivers the cores' messages with small random latency, loss and test-chosen drops.
-
-    Messages go through the real wire encoding unless `wire=False` (for bigger runs).
-    Crashed nodes neither tick nor receive nor send.
+    The network has small random latency (0.5-3 ms), optional loss and the drops a test
+    adds to `net.drop_rules`. Messages go through the real wire encoding (each core decodes
+    its own bytes) unless `wire=False` (for bigger runs). Crashed nodes (`net.crash`)
+    neither tick nor receive nor send.
     """
 
     def __init__(
@@ -44,92 +44,49 @@ class Router:
         loss: float = 0.0,
         wire: bool = True,
     ) -> None:
-        self.rng = random.Random(seed)
         self.config = config
-        self.loss = loss
-        self.wire = wire
         self.ids = [digest(f"node-{i}".encode()) for i in range(count)]
-        self.cores = {
-            node: MembershipCore(node, random.Random(seed * 7919 + i), config)
-            for i, node in enumerate(self.ids)
-        }
-        self.crashed: set[bytes] = set()
-        self.drop_rules: list[DropRule] = []
-        self.heap: list[tuple[float, int, int, bytes, Any]] = []
-        self.scheduled: dict[bytes, float] = {}
-        self.counter = 0
-        self.now = 0.0
-        self.trace: list[tuple[float, int, str]] = []
-        self.events: list[tuple[float, bytes, dict[str, Any]]] = []  # "member" events
+        self.net = SansIOHarness(
+            seed=seed, latency=(0.0005, 0.003), loss=loss, wire=wire, on_event=self._record
+        )
+        for i, node in enumerate(self.ids):
+            self.net.add(node, MembershipCore(node, random.Random(seed * 7919 + i), config))
+        self.events: list[tuple[float, bytes, MemberChanged]] = []
         self.forgotten: list[tuple[float, bytes, bytes]] = []  # (when, observer, forgotten)
-        self.sent_bytes: list[int] = []
+
+    def _record(self, observer: bytes, event: Any) -> None:
+        if isinstance(event, MemberChanged):
+            self.events.append((self.net.now, observer, event))
+        else:
+            assert isinstance(event, MemberForgotten), event
+            self.forgotten.append((self.net.now, observer, event.node))
+
+    @property
+    def now(self) -> float:
+        return self.net.now
+
+    @property
+    def cores(self) -> dict[bytes, MembershipCore]:
+        return self.net.cores()
+
+    @property
+    def trace(self) -> list[tuple[float, int, str]]:
+        """Everything the cores drained, in order: (when, node index, the effect's repr)."""
+        return [(line.at, self.index(line.node), repr(line.item)) for line in self.net.outputs("out")]
 
     def index(self, node: bytes) -> int:
         return self.ids.index(node)
 
+    def run_until(self, end: float) -> None:
+        self.net.run_until(end)
+
+    def act(self, node: bytes, action: Any) -> None:
+        self.net.act(node, action)
+
     def restart(self, node: bytes, seed: int) -> MembershipCore:
         """A fresh process with the same identity: new core, incarnation 0, knows nobody."""
-        self.crashed.discard(node)
-        self.cores[node] = MembershipCore(node, random.Random(seed), self.config)
-        self.scheduled.pop(node, None)
-        return self.cores[node]
-
-    def act(self, node: bytes, action: Callable[[MembershipCore], object]) -> None:
-        """Call into one core at the current time, then carry out what it produced."""
-        action(self.cores[node])
-        self.flush(node)
-
-    def flush(self, node: bytes) -> None:
-        core = self.cores[node]
-        for effect in core.drain():
-            self.trace.append((self.now, self.index(node), repr(effect)))
-            if isinstance(effect, Event):
-                if effect.name == "member":
-                    self.events.append((self.now, node, effect.data))
-                else:
-                    assert effect.name == "member_forgotten"
-                    self.forgotten.append((self.now, node, effect.data["node"]))
-                continue
-            assert isinstance(effect, Send)
-            if node in self.crashed or self.rng.random() < self.loss:
-                continue
-            if any(rule(self.now, node, effect.to, effect.message) for rule in self.drop_rules):
-                continue
-            payload: Any = effect.message
-            if self.wire:
-                payload = encode(effect.message)
-                self.sent_bytes.append(len(payload))
-            arrival = self.now + self.rng.uniform(0.0005, 0.003)
-            self.push(arrival, 1, effect.to, (node, payload))
-        deadline = core.next_deadline()
-        if deadline is not None and self.scheduled.get(node) != deadline:
-            self.scheduled[node] = deadline
-            self.push(deadline, 0, node, None)
-
-    def push(self, at: float, kind: int, node: bytes, payload: Any) -> None:
-        self.counter += 1
-        heapq.heappush(self.heap, (at, self.counter, kind, node, payload))
-
-    def run_until(self, end: float) -> None:
-        while self.heap and self.heap[0][0] <= end:
-            at, _, kind, node, payload = heapq.heappop(self.heap)
-            self.now = max(self.now, at)
-            if node in self.crashed:
-                continue
-            core = self.cores[node]
-            if kind == 0:
-                if self.scheduled.get(node) != at:
-                    continue
-                del self.scheduled[node]
-                core.tick(self.now)
-            else:
-                sender, message = payload
-                if self.wire:
-                    core.receive_bytes(self.now, sender, message)
-                else:
-                    core.receive(self.now, sender, message)
-            self.flush(node)
-        self.now = end
+        self.net.recover(node)
+        return self.net.add(node, MembershipCore(node, random.Random(seed), self.config))  # type: ignore[no-any-return]
 
     def join_all(self, spacing: float = 0.02) -> None:
         seed_node = self.ids[0]
@@ -143,186 +100,186 @@ class Router:
         return {
             node: core.state_of(target)
             for node, core in self.cores.items()
-            if node != target and node not in self.crashed
+            if node != target and node not in self.net.down
         }
 
     def first_event(self, observer: bytes, about: bytes, state: str) -> float | None:
-        for at, node, data in self.events:
-            if node == observer and data["node"] == about and data["state"] == state:
+        for at, node, event in self.events:
+            if node == observer and event.node == about and event.state == state:
                 return at
         return None
 
     def events_about(self, about: bytes, state: str) -> list[tuple[float, bytes]]:
         return [
             (at, node)
-            for at, node, data in self.events
-            if data["node"] == about and data["state"] == state and node != about
+            for at, node, event in self.events
+            if event.node == about and event.state == state and node != about
         ]
 
 
-def converged_router(count: int, seed: int, **kwargs: Any) -> Router:
-    router = Router(count, seed, **kwargs)
-    router.join_all()
-    router.run_until(10.0)
-    return router
+def converged(count: int, seed: int, **kwargs: Any) -> Swim:
+    swim = Swim(count, seed, **kwargs)
+    swim.join_all()
+    swim.run_until(10.0)
+    return swim
 
 
 def test_nodes_join_and_all_see_each_other_alive() -> None:
-    router = converged_router(12, seed=1)
-    everyone = set(router.ids)
-    for core in router.cores.values():
+    swim = converged(12, seed=1)
+    everyone = set(swim.ids)
+    for core in swim.cores.values():
         assert set(core.live_members()) == everyone
         assert {info.state for info in core.members().values()} == {MemberState.ALIVE}
         assert core.live_peer_count == 11
     # compact wire: a probe with a full piggyback stays far below one MTU
-    assert max(router.sent_bytes) < 1400
-    assert not router.events_about(router.ids[3], "suspect")
+    assert max(swim.net.sent_bytes) < 1400
+    assert not swim.events_about(swim.ids[3], "suspect")
 
 
 def test_crashed_node_is_declared_dead_by_everyone_within_five_seconds() -> None:
     worst = 0.0
     for seed in range(1, 7):
-        router = converged_router(10, seed=seed)
-        victim = router.ids[seed]
-        killed_at = router.now
-        router.crashed.add(victim)
-        router.run_until(killed_at + 8.0)
-        assert set(router.view_of(victim).values()) == {MemberState.DEAD}
-        for observer in router.cores:
+        swim = converged(10, seed=seed)
+        victim = swim.ids[seed]
+        killed_at = swim.now
+        swim.net.crash(victim)
+        swim.run_until(killed_at + 8.0)
+        assert set(swim.view_of(victim).values()) == {MemberState.DEAD}
+        for observer in swim.cores:
             if observer == victim:
                 continue
-            dead_at = router.first_event(observer, victim, "dead")
+            dead_at = swim.first_event(observer, victim, "dead")
             assert dead_at is not None
             worst = max(worst, dead_at - killed_at)
-        suspected = [at for at, _ in router.events_about(victim, "suspect")]
-        declared = [at for at, _ in router.events_about(victim, "dead")]
+        suspected = [at for at, _ in swim.events_about(victim, "suspect")]
+        declared = [at for at, _ in swim.events_about(victim, "dead")]
         assert suspected and min(suspected) < min(declared)
     assert worst < 5.0, f"slowest detection {worst:.2f} s"
 
 
 def test_dead_node_is_forgotten_after_reclaim_time() -> None:
-    router = converged_router(6, seed=3)
-    victim = router.ids[2]
-    router.crashed.add(victim)
-    router.run_until(router.now + 8.0)
-    assert set(router.view_of(victim).values()) == {MemberState.DEAD}
-    declared = {observer: at for at, observer in router.events_about(victim, "dead")}
-    router.run_until(router.now + 60.0)
-    assert set(router.view_of(victim).values()) == {None}
-    forgotten = {observer: at for at, observer, node in router.forgotten if node == victim}
+    swim = converged(6, seed=3)
+    victim = swim.ids[2]
+    swim.net.crash(victim)
+    swim.run_until(swim.now + 8.0)
+    assert set(swim.view_of(victim).values()) == {MemberState.DEAD}
+    declared = {observer: at for at, observer in swim.events_about(victim, "dead")}
+    swim.run_until(swim.now + 60.0)
+    assert set(swim.view_of(victim).values()) == {None}
+    forgotten = {observer: at for at, observer, node in swim.forgotten if node == victim}
     assert forgotten.keys() == declared.keys() and len(forgotten) == 5
     for observer, at in forgotten.items():  # exactly reclaim_time after it was declared dead
         assert at == pytest.approx(declared[observer] + MembershipConfig().reclaim_time, abs=0.01)
 
 
 def test_suspected_node_that_is_alive_refutes_and_stays_alive() -> None:
-    router = converged_router(8, seed=4)
-    victim = router.ids[5]
-    start = router.now
+    swim = converged(8, seed=4)
+    victim = swim.ids[5]
+    start = swim.now
 
     def drop_victims_acks(at: float, sender: bytes, to: bytes, message: Any) -> bool:
         return sender == victim and isinstance(message, Ack) and start <= at < start + 1.5
 
-    router.drop_rules.append(drop_victims_acks)
-    router.run_until(start + 30.0)
-    assert router.events_about(victim, "suspect"), "dropping its acks never raised a suspicion"
-    assert not router.events_about(victim, "dead")
-    assert set(router.view_of(victim).values()) == {MemberState.ALIVE}
-    refuting = router.cores[victim]
+    swim.net.drop_rules.append(drop_victims_acks)
+    swim.run_until(start + 30.0)
+    assert swim.events_about(victim, "suspect"), "dropping its acks never raised a suspicion"
+    assert not swim.events_about(victim, "dead")
+    assert set(swim.view_of(victim).values()) == {MemberState.ALIVE}
+    refuting = swim.cores[victim]
     assert refuting.incarnation >= 1
     assert refuting.stats["refutations"] >= 1
-    for core in router.cores.values():
+    for core in swim.cores.values():
         if core.self_id != victim:
             assert core.members()[victim].incarnation == refuting.incarnation
 
 
 def test_graceful_leave_is_seen_as_left_and_stops_probing() -> None:
-    router = converged_router(8, seed=5)
-    leaver = router.ids[6]
-    left_at = router.now
-    router.act(leaver, lambda core: core.leave(router.now))
-    router.run_until(left_at + 2.0)
-    assert set(router.view_of(leaver).values()) == {MemberState.LEFT}
-    assert not router.events_about(leaver, "dead")
-    assert not router.events_about(leaver, "suspect")
-    core = router.cores[leaver]
+    swim = converged(8, seed=5)
+    leaver = swim.ids[6]
+    left_at = swim.now
+    swim.act(leaver, lambda core: core.leave(swim.now))
+    swim.run_until(left_at + 2.0)
+    assert set(swim.view_of(leaver).values()) == {MemberState.LEFT}
+    assert not swim.events_about(leaver, "dead")
+    assert not swim.events_about(leaver, "suspect")
+    core = swim.cores[leaver]
     assert core.state_of(leaver) == MemberState.LEFT
     assert leaver not in core.live_members()
     pings_after = [
-        entry for entry in router.trace
-        if entry[0] > left_at and entry[1] == router.index(leaver) and "Ping(" in entry[2]
+        entry for entry in swim.trace
+        if entry[0] > left_at and entry[1] == swim.index(leaver) and "Ping(" in entry[2]
     ]
     assert not pings_after
-    router.run_until(left_at + 40.0)
+    swim.run_until(left_at + 40.0)
     assert core.next_deadline() is None  # a left core goes quiet: no timers keep it awake
     # and the same core may come back later: it rejoins above its `left` incarnation
-    router.act(leaver, lambda core: core.join(router.now, [router.ids[0]]))
-    router.run_until(router.now + 5.0)
-    assert set(router.view_of(leaver).values()) == {MemberState.ALIVE}
+    swim.act(leaver, lambda core: core.join(swim.now, [swim.ids[0]]))
+    swim.run_until(swim.now + 5.0)
+    assert set(swim.view_of(leaver).values()) == {MemberState.ALIVE}
     assert core.incarnation == 2
 
 
 def test_lossy_links_give_no_false_dead_over_a_long_run() -> None:
-    router = Router(10, seed=6, loss=0.10)
-    router.join_all()
-    router.run_until(300.0)
-    assert not [data for _, _, data in router.events if data["state"] == "dead"]
-    for core in router.cores.values():
+    swim = Swim(10, seed=6, loss=0.10)
+    swim.join_all()
+    swim.run_until(300.0)
+    assert not [event for _, _, event in swim.events if event.state == "dead"]
+    for core in swim.cores.values():
         assert len(core.live_members()) == 10
-    suspicions = sum(1 for _, _, data in router.events if data["state"] == "suspect")
-    refutations = sum(core.stats["refutations"] for core in router.cores.values())
+    suspicions = sum(1 for _, _, event in swim.events if event.state == "suspect")
+    refutations = sum(core.stats["refutations"] for core in swim.cores.values())
     assert refutations >= 1 or suspicions == 0
 
 
 def test_node_rejoining_after_being_declared_dead_comes_back_alive() -> None:
-    router = converged_router(8, seed=7)
-    victim = router.ids[4]
-    router.crashed.add(victim)
-    router.run_until(router.now + 8.0)
-    assert set(router.view_of(victim).values()) == {MemberState.DEAD}
-    dead_incarnation = router.cores[router.ids[0]].members()[victim].incarnation
-    router.restart(victim, seed=99)
-    router.act(victim, lambda core: core.join(router.now, [router.ids[0]]))
-    router.run_until(router.now + 5.0)
-    assert set(router.view_of(victim).values()) == {MemberState.ALIVE}
-    returned = router.cores[victim]
+    swim = converged(8, seed=7)
+    victim = swim.ids[4]
+    swim.net.crash(victim)
+    swim.run_until(swim.now + 8.0)
+    assert set(swim.view_of(victim).values()) == {MemberState.DEAD}
+    dead_incarnation = swim.cores[swim.ids[0]].members()[victim].incarnation
+    swim.restart(victim, seed=99)
+    swim.act(victim, lambda core: core.join(swim.now, [swim.ids[0]]))
+    swim.run_until(swim.now + 5.0)
+    assert set(swim.view_of(victim).values()) == {MemberState.ALIVE}
+    returned = swim.cores[victim]
     assert returned.incarnation > dead_incarnation
-    assert set(returned.live_members()) == set(router.ids)
+    assert set(returned.live_members()) == set(swim.ids)
 
 
 def test_healed_partition_reconnects_without_a_new_join() -> None:
-    router = converged_router(6, seed=8)
-    isolated = router.ids[1]
-    cut_from = router.now
+    swim = converged(6, seed=8)
+    isolated = swim.ids[1]
+    cut_from = swim.now
     cut_until = cut_from + 15.0
 
     def partition(at: float, sender: bytes, to: bytes, message: Any) -> bool:
         return cut_from <= at < cut_until and isolated in (sender, to)
 
-    router.drop_rules.append(partition)
-    router.run_until(cut_until)
-    assert set(router.view_of(isolated).values()) == {MemberState.DEAD}
+    swim.net.drop_rules.append(partition)
+    swim.run_until(cut_until)
+    assert set(swim.view_of(isolated).values()) == {MemberState.DEAD}
     # hearing nothing, the isolated node's own health multiplier slows its accusations
-    assert router.cores[isolated].health == MembershipConfig().max_health
-    router.run_until(cut_until + 30.0)
-    assert set(router.view_of(isolated).values()) == {MemberState.ALIVE}
-    assert set(router.cores[isolated].live_members()) == set(router.ids)
+    assert swim.cores[isolated].health == MembershipConfig().max_health
+    swim.run_until(cut_until + 30.0)
+    assert set(swim.view_of(isolated).values()) == {MemberState.ALIVE}
+    assert set(swim.cores[isolated].live_members()) == set(swim.ids)
 
 
 def test_local_health_rises_when_a_node_hears_nothing_and_recovers() -> None:
-    router = converged_router(6, seed=9)
-    deaf = router.ids[2]
-    start = router.now
+    swim = converged(6, seed=9)
+    deaf = swim.ids[2]
+    start = swim.now
 
     def deafen(at: float, sender: bytes, to: bytes, message: Any) -> bool:
         return to == deaf and start <= at < start + 1.5
 
-    router.drop_rules.append(deafen)
-    router.run_until(start + 1.5)
-    assert router.cores[deaf].health >= 2
-    router.run_until(start + 30.0)
-    assert router.cores[deaf].health == 0
-    assert not router.events_about(deaf, "dead")
+    swim.net.drop_rules.append(deafen)
+    swim.run_until(start + 1.5)
+    assert swim.cores[deaf].health >= 2
+    swim.run_until(start + 30.0)
+    assert swim.cores[deaf].health == 0
+    assert not swim.events_about(deaf, "dead")
 
 
 def test_malformed_and_unexpected_input_is_dropped_and_counted() -> None:
@@ -381,12 +338,12 @@ def test_wire_round_trip_of_every_message() -> None:
 
 def test_same_seed_gives_the_same_trace_and_another_seed_does_not() -> None:
     def scenario(seed: int) -> list[tuple[float, int, str]]:
-        router = Router(8, seed=seed, loss=0.05)
-        router.join_all()
-        router.run_until(6.0)
-        router.crashed.add(router.ids[3])
-        router.run_until(15.0)
-        return router.trace
+        swim = Swim(8, seed=seed, loss=0.05)
+        swim.join_all()
+        swim.run_until(6.0)
+        swim.net.crash(swim.ids[3])
+        swim.run_until(15.0)
+        return swim.trace
 
     first = scenario(11)
     assert first == scenario(11)
@@ -410,13 +367,13 @@ def test_suspicion_timeout_formula() -> None:
 
 
 def test_a_hundred_nodes_converge_without_false_suspicion() -> None:
-    router = Router(100, seed=13, wire=False)
-    router.join_all(spacing=0.01)
-    router.run_until(20.0)
-    everyone = set(router.ids)
-    for core in router.cores.values():
+    swim = Swim(100, seed=13, wire=False)
+    swim.join_all(spacing=0.01)
+    swim.run_until(20.0)
+    everyone = set(swim.ids)
+    for core in swim.cores.values():
         assert set(core.live_members()) == everyone
-    assert not [data for _, _, data in router.events if data["state"] != "alive"]
+    assert not [event for _, _, event in swim.events if event.state != "alive"]
 
 
 def test_ping_req_about_a_member_known_dead_is_answered_at_once_with_its_tombstone() -> None:

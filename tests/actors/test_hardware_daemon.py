@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from actors.actor import spawn
@@ -17,21 +14,6 @@ from actors.hardware_daemon import HardwareDaemon, HardwareDaemonConfig, RunTask
 from kernels.volunteer_limits import VolunteerLimits
 
 FAST = HardwareDaemonConfig(telemetry_interval=0.05, min_publish_interval=0.0, benchmark_delay=None)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def run_with_daemon(data_dir: Path, body: Any) -> list[dict[str, Any]]:
@@ -53,9 +35,9 @@ def run_with_daemon(data_dir: Path, body: Any) -> list[dict[str, Any]]:
     return published
 
 
-def test_full_disk_refuses_work_and_freeing_space_lifts_it(small_disk: Path) -> None:
+def test_full_disk_refuses_work_and_freeing_space_lifts_it(small_tmpfs: Path) -> None:
     async def body(ref: Any) -> None:
-        filler = small_disk / "filler"
+        filler = small_tmpfs / "filler"
         filler.write_bytes(b"\0" * int(3.8 * 1024 * 1024))
         await trio.sleep(0.3)
         status = await ref.call("status", timeout=5)
@@ -72,7 +54,7 @@ def test_full_disk_refuses_work_and_freeing_space_lifts_it(small_disk: Path) -> 
         stopped = await ref.call("stop_all", timeout=5)
         assert stopped["stopped"] == 1
 
-    published = run_with_daemon(small_disk, body)
+    published = run_with_daemon(small_tmpfs, body)
     assert any(details.get("accepting_work") is False for details in published)
     assert published[-1].get("accepting_work") is True
 

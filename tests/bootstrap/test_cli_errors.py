@@ -31,10 +31,10 @@ from mesh.keyfile import create_key_file, load_key_file
 from protocols.common.identity import NodeIdentity
 from protocols.join.invite import create_invite, decode_token, encode_token
 from protocols.records.admission_records import make_admission, make_revocation
+from tests.support.cli import CLI, node_running
 from tests.support.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
-CLI = [sys.executable, "-m", "bootstrap.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 MAX_USES = 1_000_000
 """The wire schema's bound on a token's uses (`protocols.join.invite.MAX_USES`)."""
@@ -242,32 +242,8 @@ def test_a_data_dir_too_deep_for_the_control_socket_is_refused_before_starting(t
 def running_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     data_dir = tmp_path_factory.mktemp("invite") / "node"
     found_mesh(data_dir, "invite terms")
-    process = subprocess.Popen(
-        [*CLI, "up", "--data-dir", str(data_dir), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=ROOT,
-        env=ENV,
-    )
-    try:
-        deadline = time.monotonic() + 45
-        while True:
-            try:
-                if control_request(data_dir, {"op": "status"}).get("ok"):
-                    break
-            except (NodeNotRunning, OSError):
-                pass
-            assert process.poll() is None, "node exited"
-            assert time.monotonic() < deadline, "node did not come up"
-            time.sleep(0.2)
+    with node_running(data_dir, timeout=45, cwd=ROOT, env=ENV):
         yield data_dir
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(
@@ -288,7 +264,7 @@ def test_invite_refuses_terms_no_token_can_carry(
 
 
 def test_the_most_uses_a_token_carries_are_accepted_and_decode(running_node: Path) -> None:
-    from protocols import invite
+    from protocols.join import invite
 
     assert invite.MAX_USES == MAX_USES
     done = ileices("invite", "--data-dir", str(running_node), "--uses", str(MAX_USES), "--json")

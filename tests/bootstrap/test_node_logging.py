@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bootstrap.log_setup import LIBRARY_LOGGERS
 from bootstrap.node_commands import _setup_logging
 from mesh.data_dir import DataDir
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    libraries = {name: logging.getLogger(name) for name in LIBRARY_LOGGERS}
-    saved_libraries = {name: (lg.handlers[:], lg.level, lg.propagate) for name, lg in libraries.items()}
-    child = logging.getLogger("libp2p.transport.quic.test_child")
-    try:
-        yield
-    finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
-        for name, (handlers, level, propagate) in saved_libraries.items():
-            libraries[name].handlers[:] = handlers
-            libraries[name].setLevel(level)
-            libraries[name].propagate = propagate
-        child.setLevel(logging.NOTSET)
 
 
 def test_library_info_lines_stay_out_of_node_log_even_from_child_loggers(

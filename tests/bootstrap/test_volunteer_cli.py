@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bootstrap.control_client import NodeNotRunning, control_request
+from bootstrap.control_client import control_request
+from tests.support.cli import CLI, node_running
 
-CLI = [sys.executable, "-m", "bootstrap.cli"]
 BUSY = [sys.executable, "-c", "while True: pass"]
 
 
@@ -32,29 +30,8 @@ def ileices(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def node(tmp_path: Path) -> Iterator[Path]:
     data_dir = tmp_path / "node"
     ileices("init", "--data-dir", str(data_dir))
-    process = subprocess.Popen(
-        [*CLI, "up", "--data-dir", str(data_dir), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if control_request(data_dir, {"op": "status"}).get("ok"):
-                    break
-            except (NodeNotRunning, OSError):
-                pass
-            assert time.monotonic() < deadline, "node did not come up"
-            time.sleep(0.2)
+    with node_running(data_dir, timeout=30):
         yield data_dir
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_cpu_limit_stop_all_and_hours(node: Path) -> None:

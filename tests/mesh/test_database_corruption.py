@@ -351,15 +351,6 @@ def test_random_corruption_of_the_write_ahead_log_loses_only_unacknowledged_stat
     assert shortened  # some trials did cut the log short
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def open_read_only(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     """Make `path` read-only for this process.
 

@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.control_client import NodeNotRunning, control_request
+from tests.support.cli import CLI
 from tests.support.paths import REPO_ROOT
 
 REPO = REPO_ROOT
 
 LOOPBACK_QUIC = "/ip4/127.0.0.1/udp/0/quic-v1"
-CLI = [sys.executable, "-m", "bootstrap.cli"]
 
 
 class MeshTimeout(AssertionError):

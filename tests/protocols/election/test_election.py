@@ -6,11 +6,12 @@ import random
 
 import msgspec
 
-from protocols.common.effects import Event, Send
+from protocols.common.effects import Send
 from protocols.common.identity import NodeIdentity
 from protocols.common.wire import encode
 from protocols.election.config import ElectionConfig
 from protocols.election.core import ElectionCore
+from protocols.election.events import PublishRecord
 from protocols.election.hub_chain import HubChain, verify_hub_record
 from protocols.election.messages import Accepted, Prepare, Promise, Propose
 from protocols.election.records import (
@@ -244,7 +245,7 @@ def test_a_voter_never_accepts_two_values_in_one_ballot_and_a_second_vote_is_evi
     founder = ElectionCore(mesh.founder, store, random.Random(1), CONFIG)
     founder.set_live_members(0.0, ids)
     founder.tick(0.0)
-    published = [e.data["record"] for e in founder.drain() if isinstance(e, Event) and e.name == "publish"]
+    published = [e.record for e in founder.drain() if isinstance(e, PublishRecord)]
     store.merge(published)
     voter_identity = mesh.members[0]
     voter_store = RecordStore(mesh.mesh_id)
@@ -345,7 +346,7 @@ def test_live_set_followed_change_by_change_decides_the_council() -> None:
     founder.member_changed(0.0, gone, False)
     founder.member_changed(0.0, mesh.members[1].node_id, True)  # already live: no change
     founder.tick(0.0)
-    published = [e.data["record"] for e in founder.drain() if isinstance(e, Event) and e.name == "publish"]
+    published = [e.record for e in founder.drain() if isinstance(e, PublishRecord)]
     store.merge(published)
     founder.on_record(0.0, published[0])
     view = founder.hub_view()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from protocols.common.effects import Event, Send
+from protocols.common.effects import Send
 from protocols.election.core import ElectionCore
+from protocols.election.events import PublishRecord
 from protocols.election.messages import LeaseAck, LeaseRequest
 from protocols.election.records import HUB
 from protocols.records.record import Record
@@ -28,9 +29,7 @@ def test_lease_request_before_its_hub_record_is_acknowledged_when_the_record_arr
     founder = _core(4, 0)
     founder.tick(0.0)
     effects = founder.drain()
-    hub_records: list[Record] = [
-        e.data["record"] for e in effects if isinstance(e, Event) and e.name == "publish"
-    ]
+    hub_records: list[Record] = [e.record for e in effects if isinstance(e, PublishRecord)]
     assert [r.kind for r in hub_records] == [HUB]
     founder.tick(0.0)  # the first renewal goes out to the council
     requests = [e for e in founder.drain() if isinstance(e, Send) and isinstance(e.message, LeaseRequest)]
@@ -51,7 +50,7 @@ def test_lease_request_before_its_hub_record_is_acknowledged_when_the_record_arr
 def test_a_stale_overtaking_request_is_not_replayed_for_another_hub() -> None:
     founder = _core(4, 0)
     founder.tick(0.0)
-    hub_records = [e.data["record"] for e in founder.drain() if isinstance(e, Event) and e.name == "publish"]
+    hub_records = [e.record for e in founder.drain() if isinstance(e, PublishRecord)]
     member = _core(4, 1)
     impostor = _core(4, 2)
     member.receive(0.01, impostor.self_id, LeaseRequest(1, 1, 3.0))  # not the hub of term 1

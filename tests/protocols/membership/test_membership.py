@@ -187,7 +187,7 @@ def test_suspected_node_that_is_alive_refutes_and_stays_alive() -> None:
     assert set(swim.view_of(victim).values()) == {MemberState.ALIVE}
     refuting = swim.cores[victim]
     assert refuting.incarnation >= 1
-    assert refuting.stats["refutations"] >= 1
+    assert refuting.counters["refutations"] >= 1
     for core in swim.cores.values():
         if core.self_id != victim:
             assert core.members()[victim].incarnation == refuting.incarnation
@@ -206,7 +206,8 @@ def test_graceful_leave_is_seen_as_left_and_stops_probing() -> None:
     assert core.state_of(leaver) == MemberState.LEFT
     assert leaver not in core.live_members()
     pings_after = [
-        entry for entry in swim.trace
+        entry
+        for entry in swim.trace
         if entry[0] > left_at and entry[1] == swim.index(leaver) and "Ping(" in entry[2]
     ]
     assert not pings_after
@@ -227,7 +228,7 @@ def test_lossy_links_give_no_false_dead_over_a_long_run() -> None:
     for core in swim.cores.values():
         assert len(core.live_members()) == 10
     suspicions = sum(1 for _, _, event in swim.events if event.state == "suspect")
-    refutations = sum(core.stats["refutations"] for core in swim.cores.values())
+    refutations = sum(core.counters["refutations"] for core in swim.cores.values())
     assert refutations >= 1 or suspicions == 0
 
 
@@ -301,23 +302,23 @@ def test_malformed_and_unexpected_input_is_dropped_and_counted() -> None:
     ]
     for sender, message in cases:
         core.receive(1.0, sender, message)
-    assert core.dropped == len(cases)
+    assert core.counters["dropped"] == len(cases)
     assert core.drain() == []
     for data in (b"", b"\xff\x00garbage", encode(Ping(1, ()))[:-1], encode([1, 2, 3])):
         core.receive_bytes(1.0, peer, data)
-    assert core.dropped == len(cases) + 4
+    assert core.counters["dropped"] == len(cases) + 4
     # bad entries inside an otherwise good message are skipped, the good ones applied
     bad_state = MemberUpdate(other, 0, 7)  # type: ignore[arg-type]
     short_node = MemberUpdate(b"x" * 5, 0, WireState.ALIVE)
     core.receive(1.0, peer, Ping(2, (bad_state, short_node, good)))
-    assert core.dropped == len(cases) + 6
+    assert core.counters["dropped"] == len(cases) + 6
     assert core.state_of(other) == MemberState.ALIVE
     assert set(core.members()) == {me, peer, other}  # nothing of the bad entries stuck
     replies = [e for e in core.drain() if isinstance(e, Send)]
     assert len(replies) == 1 and isinstance(replies[0].message, Ack)
     # an ack nobody waits for is counted as stale, not a crash
     core.receive(1.0, peer, Ack(12345, ()))
-    assert core.stats["stale_replies"] == 1
+    assert core.counters["stale_replies"] == 1
     with pytest.raises(ValueError):
         core.add_member(1.0, b"too short")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from protocols.common.effects import Event
 from protocols.election.core import ElectionCore
+from protocols.election.events import PublishRecord
 from protocols.records.record import sign_record
 from protocols.records.seq_allocator import SeqAllocator
 from protocols.records.store import Outcome, RecordStore
@@ -34,9 +34,7 @@ def test_election_records_and_notes_signed_in_between_never_share_a_seq() -> Non
     seqs = SeqAllocator(store, founder.node_id)
     election = ElectionCore(founder, store, random.Random(1), next_seq=seqs)
     election.tick(0.0)  # the founder signs its term-1 hub record, not yet in the store
-    hub_record = next(
-        e.data["record"] for e in election.drain() if isinstance(e, Event) and e.name == "publish"
-    )
+    hub_record = next(e.record for e in election.drain() if isinstance(e, PublishRecord))
     note = sign_record(founder, mesh.mesh_id, "note", "k", seqs(), b"v")  # signed before the hub record lands
     assert note.seq != hub_record.seq
     assert store.add(note) is Outcome.ACCEPTED

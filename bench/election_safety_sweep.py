@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/election_safety_sweep.py [--seeds 200] [--duration 60] [--json]
 
 Each seed builds a small mesh (5, 7 or 9 nodes) in the in-test cluster of
-tests/election_cluster.py (store + dissemination + election cores per node, virtual
+tests/support/election_cluster.py (store + dissemination + election cores per node, virtual
 time, real encode/decode, per-node clock rates off by up to 1 %), then every few seconds
 does one of: kill the acting hub (restarting it later), cut the hub off with a minority,
 split the mesh at random, kill a random node. Loss is 0, 5 or 20 % per seed.
@@ -23,11 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from election_cluster import ElectionCluster
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.support
 
 from protocols.common.identity import NodeId
+from tests.support.election_cluster import ElectionCluster
 
 
 @dataclass

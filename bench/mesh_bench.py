@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))  # the repository root, for tests.support
 
-from mesh_processes import CLI, NodeProcess, ProcessMesh, wait_until  # noqa: E402
+from tests.support.mesh_processes import CLI, NodeProcess, ProcessMesh, wait_until  # noqa: E402
 
 ADMITTED_LOG = re.compile(r"admitted by \w+ in (\d+) ms")
 TARGETS = {"join_s": 2.0, "propagation_p99_ms": 200.0, "detection_s": 5.0, "bulk_mb_s": 50.0}

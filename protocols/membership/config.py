@@ -2,7 +2,7 @@
 
 Defaults target a LAN mesh of a few to a few dozen nodes: a killed node is marked dead
 by every member in about 3 s (p95 about 4 s, measured in the in-test router of
-tests/test_membership.py at 5 and 10 nodes), under the 5 s goal, while 10 % message loss
+tests/protocols/membership/test_membership.py at 5 and 10 nodes), under the 5 s goal, while 10 % message loss
 gives no false deaths over long runs. Formulas, with `n` the live member count (self
 included) and `p` the protocol period:
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from tests.support import election_cluster
 from tests.support.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-# bench/election_safety_sweep.py puts tests/ on sys.path and imports `election_cluster` by its
-# old top-level name; until it imports tests.support.election_cluster, it gets the same module.
-sys.modules.setdefault("election_cluster", election_cluster)
 
-from election_safety_sweep import run_sweep  # noqa: E402
+from election_safety_sweep import run_sweep
 
 
 def test_short_safety_sweep_finds_no_violation_and_fails_over() -> None:

@@ -13,31 +13,26 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+DEMO = [sys.executable, "-m", "bootstrap.cli", "demo"]
 LIBRARY_NOISE = ("Registry Stats", "Multiselect", "Failed to open stream", "Traceback", "libp2p")
 
 
-def test_the_demo_prints_nothing_from_libraries(tmp_path: Path) -> None:
+def run_demo(data_dir: Path, duration: str) -> tuple[int, str]:
+    """`ileices demo` with a small simulation; its exit status and everything it printed."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bootstrap.cli",
-            "demo",
-            "--data-dir",
-            str(tmp_path / "demo"),
-            "--nodes",
-            "20",
-            "--duration",
-            "60s",
-        ],
+        [*DEMO, "--data-dir", str(data_dir), "--nodes", "20", "--duration", duration],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=240,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_the_demo_prints_nothing_from_libraries(tmp_path: Path) -> None:
+    code, output = run_demo(tmp_path / "demo", "60s")
+    assert code == 0, output[-3000:]
     assert "friend-2 left" in output, output[-3000:]
     for noise in LIBRARY_NOISE:
         assert noise not in output, f"{noise!r} reached the terminal:\n{output[-3000:]}"
@@ -46,26 +41,7 @@ def test_the_demo_prints_nothing_from_libraries(tmp_path: Path) -> None:
 
 
 def test_a_demo_too_short_to_check_convergence_says_so_in_one_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bootstrap.cli",
-            "demo",
-            "--data-dir",
-            str(tmp_path / "demo"),
-            "--nodes",
-            "20",
-            "--duration",
-            "10s",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-3000:]
+    code, output = run_demo(tmp_path / "demo", "10s")
+    assert code == 2, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert "make the duration longer" in output, output[-3000:]

@@ -184,12 +184,18 @@ def test_the_hub_admits_with_the_invite_of_an_inviter_that_is_away(mesh: HubMesh
     mesh.procs.join(joiner, token)
     mesh.procs.wait_running([joiner], timeout=45)
     assert f"admitted by {hub_id[:12]}" in joiner.output()
-    # The single use is spent for the hub too: a second joiner is refused.
-    second = mesh.procs.node("g")
-    mesh.procs.start(second, "join", token)
-    assert second.process is not None
-    second.process.wait(timeout=60)
-    assert second.process.returncode != 0
+    # The single use is spent for the hub too: a second joiner is refused. A hub whose lease
+    # lapsed for a moment (elections under load, issue 13) answers "not the acting hub"
+    # instead, as it must; the joiner then tries again, as a user would.
+    for attempt in range(3):
+        second = mesh.procs.node(f"g{attempt}")
+        mesh.procs.start(second, "join", token)
+        assert second.process is not None
+        second.process.wait(timeout=60)
+        assert second.process.returncode != 0
+        if "not the acting hub" not in second.output():
+            break
+        wait_until(lambda: (mesh.hub(hub_node) or {}).get("acting_here") is True, 30, "an acting hub again")
     assert "used up" in second.output(), second.output()[-2000:]
     admissions = json.dumps(mesh.procs.status(hub_node)["clock"])
     assert joiner.node_id in admissions

@@ -43,7 +43,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Failures caused by the environment or the user's input: one line, exit status 1."""
 LAZY_EXPECTED_ERRORS: tuple[tuple[str, str], ...] = (
-    ("mesh.node", "NodeError"),
+    ("mesh.node_parts", "NodeError"),
     ("mesh.control_server", "ControlError"),
 )
 """(module, class) pairs also expected, looked up only if the module was imported: these

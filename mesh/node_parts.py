@@ -107,17 +107,13 @@ class NodeParts:
 
     def addresses_of(self, node: NodeId) -> list[str]:
         """The addresses `node` last published in its manifest (empty if none is held)."""
-        return addresses_in_manifest(self.store, node)
+        record = self.store.get(node, MANIFEST, "")
+        if record is None:
+            return []
+        try:
+            return list(manifest_body(record).addresses)
+        except WireError:
+            return []
 
     def public_addresses(self) -> list[str]:
         return self.transport.listen_addrs()[:8]
-
-
-def addresses_in_manifest(store: RecordStore, node: NodeId) -> list[str]:
-    record = store.get(node, MANIFEST, "")
-    if record is None:
-        return []
-    try:
-        return list(manifest_body(record).addresses)
-    except WireError:
-        return []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import imported_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["kernels", "protocols", "actors", "mesh", "simulations", "bootstrap"]
@@ -14,16 +15,9 @@ ALLOWED = {layer: set(LAYERS[: i + 1]) for i, layer in enumerate(LAYERS)}
 
 
 def imported_layers(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found = []
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        found += [(node.lineno, name.split(".")[0]) for name in names if name.split(".")[0] in LAYERS]
-    return found
+    return [
+        (line, name.split(".")[0]) for line, name in imported_modules(path) if name.split(".")[0] in LAYERS
+    ]
 
 
 @pytest.mark.parametrize("layer", LAYERS)

@@ -219,7 +219,7 @@ def _unprotect(body: str, erased_from: int | None = None) -> bytes:
 def _truncated(body: str) -> InviteError | None:
     """If `body` is a token cut short by a few characters, say how many are missing.
 
-    The missing characters are appended as placeholders whose bytes are marked as
+    The missing characters are appended as filler characters whose bytes are marked as
     erasures; only the true count lets the parity rebuild them and the checksum agree.
     """
     first_lost = len(body) * 5 // 8

@@ -7,10 +7,11 @@ wiring between cores live in one module (docs/architecture.md, "Adding a protoco
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import imported_modules
 
 PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
 FOUNDATION = {"common": {"common"}, "records": {"common", "records"}}
@@ -28,19 +29,11 @@ def allowed(package: str) -> set[str]:
 
 def protocol_imports(path: Path) -> list[tuple[int, str]]:
     """(line, sub-package) for each `protocols.<sub-package>` module `path` imports."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found = []
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "protocols" and len(parts) > 1:
-                found.append((node.lineno, parts[1]))
-    return found
+    return [
+        (line, name.split(".")[1])
+        for line, name in imported_modules(path)
+        if name.startswith("protocols.") and len(name.split(".")) > 1
+    ]
 
 
 def test_every_protocol_package_has_the_same_shape() -> None:

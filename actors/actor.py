@@ -217,12 +217,31 @@ class Actor(Generic[M, R]):
 async def _serve(actor: Actor[Any, Any], mailbox: Mailbox[_Envelope]) -> None:
     handle = actor.handle
     receive = mailbox.receive
+    # Messages that were already queued when a timeout came due go first: on a starved
+    # machine the ack a probe waits for may sit here while its deadline passes, and
+    # handling the timeout first would turn our own slowness into an accusation. Only
+    # those already queued at that moment go first (`ahead`), so a steady stream of new
+    # messages cannot postpone the timeout forever.
+    ahead: int | None = None
     while not actor._stop_requested:
         wake_at = actor.wake_at()
         try:
-            if wake_at is None:
+            if wake_at is not None and wake_at <= trio.current_time():
+                if ahead is None:
+                    ahead = len(mailbox)
+                if ahead > 0 and len(mailbox):
+                    ahead -= 1
+                    message, slot = await receive()
+                else:
+                    ahead = None
+                    await trio.lowlevel.checkpoint()  # a schedule point, as receive() would be
+                    await actor.on_timeout()
+                    continue
+            elif wake_at is None:
+                ahead = None
                 message, slot = await receive()
             else:
+                ahead = None
                 with trio.move_on_at(wake_at):
                     message, slot = await receive()
                     wake_at = None

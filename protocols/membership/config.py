@@ -19,7 +19,8 @@ included) and `p` the protocol period:
   (memberlist's scaling), so its O(n) messages stay rare in big meshes: 180 s at 1000.
 - Probe period and probe timeout are both multiplied by Lifeguard's local health
   multiplier + 1 (0..`max_health`), so an overloaded node slows down instead of
-  accusing healthy peers.
+  accusing healthy peers. A timer that fires more than `late_timer_slack * (LHM + 1)`
+  late, or event-loop lag the driver reports, raises the multiplier too.
 - Above `scale_from` live members, every timing above (probe period, probe timeout,
   suspicion timeouts) is stretched by `log2(n) / log2(scale_from)`: x1.99 at 1000
   members (memberlist's LAN figures, 1 s probes and 0.4 s timeouts), x2.46 at 5000.
@@ -60,6 +61,11 @@ class MembershipConfig:
     capped by the retransmit limit) and drain a backlog (a flash crowd of joins) faster:
     300 nodes joining within 5 s are all known to all in 30 s with 32, 50 s with 16."""
     max_health: int = 8
+    late_timer_slack: float = 0.1
+    """Seconds a timer may fire late (or the driver's event loop lag) before this node counts
+    itself starved: Lifeguard's local health rises and the probe under way is excused
+    rather than turned into a suspicion. Scaled by the health multiplier + 1, like the
+    timeouts it protects."""
     reclaim_time: float = 60.0
     """Seconds a dead or left member is remembered (and its news kept) before it is forgotten."""
     reconnect_interval: float | None = 10.0
@@ -95,6 +101,8 @@ class MembershipConfig:
             raise ValueError("retransmit_mult must be >= 1 and max_piggyback within 1..256")
         if self.max_health < 0:
             raise ValueError("max_health must not be negative")
+        if self.late_timer_slack <= 0:
+            raise ValueError("late_timer_slack must be positive")
         if self.reclaim_time <= 0 or self.join_retry_interval <= 0:
             raise ValueError("reclaim_time and join_retry_interval must be positive")
         for name in ("reconnect_interval", "push_pull_interval"):

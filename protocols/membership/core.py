@@ -23,6 +23,8 @@ How it runs (the shape of Das, Gupta & Motivala, "SWIM", 2002):
   most `retransmit_mult * ceil(log10(n + 1))` times (SWIM's lambda log n).
 - Leave: `leave()` raises the incarnation and gossips `left`, pushed at once to
   `leave_fanout` peers because the process is about to go away.
+- Removal: `remove_member` drops a revoked member for good; unlike a death, no later
+  gossip or message of its own brings it back.
 - Forgetting: `dead` and `left` members are dropped `reclaim_time` after they got
   there. A node that returns (fresh start or healed partition) is told its own
   tombstone, either in the reply to its join or piggybacked on any message to it (see
@@ -36,6 +38,14 @@ Detection", 2018), as HashiCorp memberlist does it:
   refutation of a suspicion about ourselves; -1 per successful probe. Both the probe
   timeout and the protocol period are multiplied by `LHM + 1`, so a node that is
   itself slow or overloaded probes more gently instead of accusing healthy peers.
+- Starvation (ours, not memberlist's): missed nacks only show a slow node after the
+  fact, and a CPU-starved process misses them rarely; what it does show is lateness.
+  A `tick` that runs more than `late_timer_slack * (LHM + 1)` after its earliest
+  deadline, or event-loop lag the driver reports (`note_local_lag`), raises the LHM by
+  one, excuses the probe under way (the target is probed again at once instead of
+  suspected: its ack may be sitting unread in our own queue), and postpones, once per
+  suspicion, any death verdict that falls due within a period of it. A starved node
+  thus accuses nobody; the healthy members still find the really dead.
 - Nacks: an intermediary that gets no answer from the target says so (`Nack`), which
   tells the requester its own links work.
 - Dynamic suspicion timeout: with `n` live members (self included),
@@ -84,7 +94,13 @@ from protocols.common.effects import Send
 from protocols.common.identity import NodeId
 from protocols.common.wire import WireError
 from protocols.membership.config import MembershipConfig
-from protocols.membership.events import MemberChanged, MemberForgotten, MembershipEvent, MemberState
+from protocols.membership.events import (
+    MemberChanged,
+    MemberForgotten,
+    MemberRemoved,
+    MembershipEvent,
+    MemberState,
+)
 from protocols.membership.messages import (
     SEQ_MODULUS,
     Ack,
@@ -150,7 +166,17 @@ class _Timer:
 class _Suspicion:
     """One running suspicion: its confirmations and the timeout bounds it started with."""
 
-    __slots__ = ("confirmations", "expected", "high", "low", "originator", "seen", "start", "timer")
+    __slots__ = (
+        "confirmations",
+        "expected",
+        "high",
+        "low",
+        "originator",
+        "postponed",
+        "seen",
+        "start",
+        "timer",
+    )
 
     def __init__(
         self, start: float, low: float, high: float, expected: int, originator: NodeId | None
@@ -161,6 +187,7 @@ class _Suspicion:
         self.high = high
         self.expected = expected
         self.confirmations = 0
+        self.postponed = False
         self.seen: set[bytes] = set()  # membership tests only, never iterated
         self.timer: _Timer | None = None
 
@@ -245,6 +272,9 @@ class MembershipCore:
         self._seq = 0
         self._relays: dict[int, _Relay] = {}
         self._health = 0
+        self._starved_at = -math.inf  # when this node last found itself starved (late timers, loop lag)
+        self._probe_excused = False  # the probe under way overlapped a starvation: no suspicion from it
+        self._barred: set[NodeId] = set()  # removed (revoked) members; never iterated
         self._started = False
         self._next_probe_at: float | None = None
         self._indirect_at: float | None = None
@@ -323,12 +353,47 @@ class MembershipCore:
         _check_node_id(node_id)
         if not self._started:
             self._start(now)
-        if node_id == self.self_id or node_id in self._members:
+        if node_id == self.self_id or node_id in self._members or node_id in self._barred:
             return False
         self._members[node_id] = _initial_update(node_id)
         self._add_live(node_id)
         self._emit_member(node_id, ALIVE, 0)
         return True
+
+    def remove_member(self, now: float, node_id: NodeId) -> bool:
+        """Drop `node_id` for good (its admission was revoked); False if it was already barred.
+
+        Its entry, timers and gossip go, and no later news about it (an `alive` gossiped
+        by a friend, its own pings) brings it back. Each node removes it on its own
+        reading of the revocation record, so the removal itself is not gossiped.
+        """
+        _check_node_id(node_id)
+        if not self._started:
+            self._start(now)
+        if node_id == self.self_id or node_id in self._barred:
+            return False
+        self._barred.add(node_id)
+        update = self._members.pop(node_id, None)
+        watch = self._watch.pop(node_id, None)
+        if watch is not None:
+            for timer in (watch.reclaim, None if watch.suspicion is None else watch.suspicion.timer):
+                if timer is not None:
+                    timer.cancelled = True
+        self._live.discard(node_id)
+        self._dead.discard(node_id)
+        if self._probe_target == node_id:
+            self._probe_target = None
+            self._indirect_at = None
+        self.counters["removed"] += 1
+        if update is not None:
+            self._effects.append(MemberRemoved(node_id))
+        return True
+
+    def note_local_lag(self, now: float, lag: float) -> None:
+        """The driver saw its event loop run `lag` seconds late: evidence that we, not our peers, are slow."""
+        if lag > self._late_slack():
+            self._note_starved(now)
+            self.counters["loop_lag"] += 1
 
     def receive(self, now: float, sender: NodeId, message: object) -> None:
         """Feed one message from `sender`; anything malformed or unexpected is counted and ignored."""
@@ -336,6 +401,9 @@ class MembershipCore:
             self._start(now)
         if type(sender) is not bytes or len(sender) != NODE_ID_SIZE or sender == self.self_id:
             self.counters["dropped"] += 1
+            return
+        if sender in self._barred:
+            self.counters["from_removed"] += 1
             return
         match message:
             case Ping():
@@ -369,6 +437,10 @@ class MembershipCore:
         """Fire every timer due at or before `now`, in time order."""
         if not self._started:
             self._start(now)
+        due = self.next_deadline()
+        if due is not None and now - due > self._late_slack():
+            self._note_starved(now)
+            self.counters["late_timers"] += 1
         heap = self._timers
         inf = math.inf
         while True:
@@ -576,6 +648,8 @@ class MembershipCore:
         if node == self.self_id:
             self._apply_about_self(now, update)
             return
+        if node in self._barred:
+            return
         current = self._members.get(node)
         if current is None:
             if update.state != ALIVE:
@@ -730,6 +804,7 @@ class MembershipCore:
         self._probe_acked = False
         self._probe_helpers = []
         self._probe_nackers = []
+        self._probe_excused = False
         self._indirect_at = now + self._timeout() * (self._health + 1)
         self.counters["probes"] += 1
         self._send(target, Ping(seq, self._piggyback(target)))
@@ -743,6 +818,12 @@ class MembershipCore:
         current = self._members.get(target)
         if current is None or current.state >= DEAD:
             return  # it left or was declared dead meanwhile: no one to blame, us included
+        if self._probe_excused:
+            # We were starved while it ran: the ack may be sitting unread in our own
+            # queue. Probe it again first thing instead of accusing it.
+            self.counters["probes_excused"] += 1
+            self._urgent.append(target)
+            return
         expected_nacks = len(self._probe_helpers)
         if expected_nacks:
             self._raise_health(max(0, expected_nacks - len(self._probe_nackers)))
@@ -790,6 +871,35 @@ class MembershipCore:
     def _raise_health(self, delta: int) -> None:
         self._health = min(self.config.max_health, self._health + delta)
 
+    def _late_slack(self) -> float:
+        return self.config.late_timer_slack * (self._health + 1)
+
+    def _note_starved(self, now: float) -> None:
+        """We ran late: slow down (Lifeguard) and do not let the probe under way accuse anyone."""
+        self._starved_at = now
+        self._raise_health(1)
+        if self._probe_target is not None and not self._probe_acked:
+            self._probe_excused = True
+
+    def _postpone_verdict(self, now: float, node: NodeId) -> bool:
+        """Give a suspect one more probe timeout when we were starved lately, so that a
+        refutation queued behind our own backlog is read before we declare a death.
+
+        Once per suspicion: a node that stays starved still reaches verdicts, later.
+        """
+        watch = self._watch.get(node)
+        suspicion = None if watch is None else watch.suspicion
+        if suspicion is None or suspicion.postponed:
+            return False
+        if now - self._starved_at > self._period() * (self._health + 1):
+            return False
+        suspicion.postponed = True
+        self.counters["verdicts_postponed"] += 1
+        suspicion.timer = self._schedule(
+            now + self._period() * (self._health + 1), _Action.SUSPICION_TIMEOUT, node
+        )
+        return True
+
     # ----------------------------------------------------------------- timers
 
     def _start(self, now: float) -> None:
@@ -822,6 +932,8 @@ class MembershipCore:
         if action == _Action.SUSPICION_TIMEOUT:
             current = self._members.get(timer.key)
             if current is not None and current.state == SUSPECT:
+                if self._postpone_verdict(now, timer.key):
+                    return
                 self.counters["declared_dead"] += 1
                 self._apply(now, MemberUpdate(timer.key, current.incarnation, DEAD))
         elif action == _Action.RECLAIM:

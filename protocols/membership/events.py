@@ -1,4 +1,4 @@
-"""What the membership core reports: a member's state changed, or it was forgotten."""
+"""What the membership core reports: a member's state changed, it was forgotten, or it was removed."""
 
 from __future__ import annotations
 
@@ -42,4 +42,15 @@ class MemberForgotten(Event):
     node: NodeId
 
 
-MembershipEvent = MemberChanged | MemberForgotten
+@dataclass(frozen=True, slots=True)
+class MemberRemoved(Event):
+    """`node` was removed on the driver's word (its admission was revoked) and is barred for good.
+
+    Unlike a death, nothing the member or its friends gossip brings it back: SWIM state
+    is about liveness, and a revoked member's liveness no longer matters to anyone.
+    """
+
+    node: NodeId
+
+
+MembershipEvent = MemberChanged | MemberForgotten | MemberRemoved

@@ -452,3 +452,46 @@ def test_wake_at_runs_on_timeout_between_messages() -> None:
             ticker.stop()
 
     run(test)
+
+
+def test_messages_queued_before_an_overdue_timeout_are_handled_first() -> None:
+    """A starved actor reads what already arrived (a probe's ack) before its overdue timer
+    fires, but messages that arrive after that cannot hold the timer off."""
+
+    class Prober(Actor[str, None]):
+        mailbox_capacity = 64
+
+        def __init__(self) -> None:
+            self.log: list[str] = []
+            self.deadline: float | None = 1.0
+
+        def wake_at(self) -> float | None:
+            return self.deadline
+
+        async def on_timeout(self) -> None:
+            self.log.append("timeout")
+            self.deadline = None
+
+        async def handle(self, message: str) -> None:
+            self.log.append(message)
+            if message == "work":
+                await trio.sleep(2.0)  # busy past the deadline (1.0)
+            elif message == "ack-2":
+                ref.try_send("later")  # arrives after the timeout came due and was deferred
+
+    ref: ActorRef[str, None]
+
+    async def test() -> None:
+        nonlocal ref
+        async with trio.open_nursery() as nursery:
+            prober = Prober()
+            ref = await spawn(nursery, prober)
+            assert ref.try_send("work")
+            await trio.sleep(0.5)
+            assert ref.try_send("ack-1")
+            assert ref.try_send("ack-2")
+            await trio.sleep(3.0)
+            assert prober.log == ["work", "ack-1", "ack-2", "timeout", "later"]
+            prober.stop()
+
+    run(test)

@@ -76,6 +76,10 @@ class CoreLinks:
         """`live_peers` and this node."""
         return [self._parts.node_id, *self._live]
 
+    def report_loop_lag(self, lag: float) -> None:
+        """This process ran `lag` seconds late: membership's local health should know (Lifeguard)."""
+        self._send(MEMBERSHIP, _note_local_lag(lag))
+
     def membership_restarted(self) -> None:
         """A new membership core reports everyone afresh; forget what the old one said."""
         self._live.clear()
@@ -216,6 +220,10 @@ def _member_changed(member: NodeId, live: bool) -> Callable[[Any, float], None]:
 
 def _set_live_members(peers: list[NodeId]) -> Callable[[Any, float], None]:
     return lambda core, now: core.set_live_members(now, peers)
+
+
+def _note_local_lag(lag: float) -> Callable[[Any, float], None]:
+    return lambda core, now: core.note_local_lag(now, lag)
 
 
 def _add_member(member: NodeId) -> Callable[[Any, float], object]:

@@ -15,6 +15,7 @@ This module only assembles; each job has its own module:
 | answering join requests | `mesh.join_service` |
 | joining, restarting, the manifest, leaving | `mesh.joining` |
 | starting and stopping the hub role | `mesh.hub_role` |
+| noticing that this process itself is starved | `mesh.loop_lag` |
 | what an operator can ask | `mesh.operator_api` |
 
 Addresses travel in manifest records; admission decides who may speak anything but the
@@ -43,6 +44,7 @@ from mesh.hub_role import HubContext, HubRoleManager
 from mesh.join_service import JoinService
 from mesh.joining import Joining
 from mesh.libp2p_transport import Libp2pTransport
+from mesh.loop_lag import watch_loop_lag
 from mesh.node_parts import DISSEMINATION, ELECTION, HARDWARE, MEMBERSHIP, NodeError, NodeParts
 from mesh.operator_api import AcceptanceLog, OperatorApi
 from mesh.peer_sender import PeerSender
@@ -254,6 +256,7 @@ class Node:
         if await joining.meet_known_members(restarting=join is None):
             nursery.start_soon(joining.widen_if_unanswered)
         nursery.start_soon(joining.keep_live_view)
+        nursery.start_soon(watch_loop_lag, links.report_loop_lag, parts.counters)
         await joining.publish_manifest()
         self._api = api
         task_status.started(self)

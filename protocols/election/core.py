@@ -104,6 +104,10 @@ from protocols.records.store import RecordStore
 
 Effect = Send | ElectionEvent
 NEVER = float("-inf")
+MAX_ROUND_STRETCH = 8
+"""A phase deadline grows to at most this many times `round_timeout` on slow round trips."""
+MAX_BACKOFF_DOUBLINGS = 3
+"""The back-off after lost campaigns doubles at most this many times (8 x `election_jitter`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,7 @@ class _Campaign:
     electorate: tuple[NodeId, ...]
     own_value: HubValue
     deadline: float
+    started: float = 0.0
     phase: str = "prepare"
     value: HubValue | None = None
     promises: dict[NodeId, VoteBody] = field(default_factory=dict)
@@ -194,6 +199,10 @@ class ElectionCore:
         self._campaign: _Campaign | None = None
         self._stand_at: float | None = None
         self._highest_ballot: dict[int, int] = {}
+        self._round_timeout = self.config.round_timeout
+        """The phase deadline now: grows when rounds time out or are slow, shrinks after wins."""
+        self._failed_campaigns = 0
+        """Campaigns of this node lost in a row (reset by a new term): the back-off exponent."""
         # hub
         self._renewal = 0
         self._renewals: dict[int, tuple[float, set[NodeId]]] = {}
@@ -240,7 +249,10 @@ class ElectionCore:
         campaign = self._campaign
         if campaign is not None and now >= campaign.deadline:
             self.counters["campaign_timeouts"] += 1
-            self._abandon(now, backoff=self._rng.uniform(0.0, self.config.election_jitter))
+            # No majority answered in time: on a slow network or a starved machine the round
+            # trip may be longer than the timeout, so the next round waits longer.
+            self._round_timeout = min(self._round_timeout * 2, self._max_round_timeout)
+            self._abandon(now, backoff=self._backoff())
         if self._stand_at is not None and now >= self._stand_at and self._campaign is None:
             self._stand(now)
         self._pump(now)
@@ -396,6 +408,7 @@ class ElectionCore:
         self._seen_lease_until = None
         if self._campaign is not None and self._campaign.term <= latest.term:
             self._campaign = None
+        self._failed_campaigns = 0
         self._next_renew_at = now if latest.hub == self.self_id else None
         self._renewing_since = now
         if self.self_id in latest.council:
@@ -503,6 +516,7 @@ class ElectionCore:
             acceptor.promised = message.ballot
             self._sign_vote(acceptor)
         assert acceptor.record is not None
+        self._yield_to(now, sender, message.term)
         self._defer_standing(now)
         self._send(sender, Promise(acceptor.record))
 
@@ -537,6 +551,7 @@ class ElectionCore:
         acceptor.value = message.value
         self._sign_vote(acceptor)
         assert acceptor.record is not None
+        self._yield_to(now, sender, message.term)
         self._defer_standing(now)
         self._send(sender, Accepted(acceptor.record))
 
@@ -559,8 +574,25 @@ class ElectionCore:
     def _defer_standing(self, now: float) -> None:
         """Someone is campaigning: give them a round or two before standing too (Raft's timer reset)."""
         if self._stand_at is not None:
-            pause = 2 * self.config.round_timeout + self._rng.uniform(0.0, self.config.election_jitter)
-            self._stand_at = max(self._stand_at, now + pause)
+            self._stand_at = max(self._stand_at, now + self._rival_pause())
+
+    def _rival_pause(self) -> float:
+        """How long to leave a rival's campaign alone: its two phases, plus jitter."""
+        return 2 * self._round_timeout + self._rng.uniform(0.0, self.config.election_jitter)
+
+    def _yield_to(self, now: float, rival: NodeId, term: int) -> None:
+        """This node's acceptor just bound itself to a rival's higher ballot: stop competing.
+
+        Without this, two candidates that stand close together keep pre-empting each
+        other (Paxos's duelling proposers): each new ballot outbids the other's accept
+        phase. The one with the lower ballot withdraws and waits out the rival's rounds.
+        """
+        campaign = self._campaign
+        if rival == self.self_id or campaign is None or campaign.term != term:
+            return
+        self.counters["campaigns_yielded"] += 1
+        self._campaign = None
+        self._stand_at = now + self._rival_pause()
 
     def _on_lease_request(self, now: float, sender: NodeId, message: LeaseRequest) -> None:
         if message.term < self.latest_term:
@@ -610,7 +642,7 @@ class ElectionCore:
         ballot = Ballot(number + 1, self.self_id)
         self._highest_ballot[term] = ballot.number
         value = HubValue(self.self_id, self._choose_council(previous), self.config.lease_s)
-        self._campaign = _Campaign(term, ballot, previous.council, value, now + self.config.round_timeout)
+        self._campaign = _Campaign(term, ballot, previous.council, value, now + self._round_timeout, now)
         self._stand_at = None
         self.counters["campaigns"] += 1
         self._effects.append(Standing(term, ballot.number, reconfigure))
@@ -619,10 +651,21 @@ class ElectionCore:
 
     def _abandon(self, now: float, backoff: float) -> None:
         self._campaign = None
+        self._failed_campaigns += 1
         latest = self.chain.latest
         if latest is not None and self.self_id in latest.council:
             self._stand_at = now + backoff
         self.counters["campaigns_abandoned"] += 1
+
+    @property
+    def _max_round_timeout(self) -> float:
+        return self.config.round_timeout * MAX_ROUND_STRETCH
+
+    def _backoff(self) -> float:
+        """Randomized, growing: the n-th lost campaign in a row waits U(0.5, 1) x jitter x 2^n
+        (n capped), so candidates that keep colliding spread apart instead of duelling."""
+        grow = float(2 ** min(self._failed_campaigns, MAX_BACKOFF_DOUBLINGS))
+        return self._rng.uniform(0.5, 1.0) * self.config.election_jitter * grow
 
     def _current_campaign(
         self, sender: NodeId, vote: Record, phase: str
@@ -660,8 +703,12 @@ class ElectionCore:
             campaign.value = chosen.value
         else:
             campaign.value = campaign.own_value
+        # The prepare round trip just measured sets the pace: a phase may take a few of them.
+        self._round_timeout = min(
+            max(self.config.round_timeout, 3 * (now - campaign.started)), self._max_round_timeout
+        )
         campaign.phase = "accept"
-        campaign.deadline = now + self.config.round_timeout
+        campaign.deadline = now + self._round_timeout
         campaign.rejects.clear()
         for member in campaign.electorate:
             self._send(member, Propose(campaign.term, campaign.ballot, campaign.value))
@@ -685,6 +732,8 @@ class ElectionCore:
             HubBody(campaign.term, campaign.value, campaign.ballot, proof),
         )
         self._campaign = None
+        self._failed_campaigns = 0
+        self._round_timeout = max(self.config.round_timeout, self._round_timeout / 2)
         self.counters["campaigns_won"] += 1
         self._publish(record)
         for member in dict.fromkeys([*campaign.electorate, campaign.value.hub]):
@@ -705,8 +754,13 @@ class ElectionCore:
         campaign.rejects.add(sender)
         campaign.lease_left = max(campaign.lease_left, min(message.lease_left_s, self.config.lease_s))
         if len(campaign.electorate) - len(campaign.rejects) < campaign.needed:
-            jitter = self._rng.uniform(0.0, self.config.election_jitter)
-            self._abandon(now, backoff=campaign.lease_left + jitter if campaign.lease_left else jitter / 2)
+            if campaign.lease_left:
+                # the hub's lease still binds a majority: stand once it has run out
+                backoff = campaign.lease_left + self._rng.uniform(0.0, self.config.election_jitter)
+            else:
+                # a rival's higher ballot holds a majority: leave it its rounds
+                backoff = self._rival_pause() + self._backoff()
+            self._abandon(now, backoff=backoff)
 
     def _choose_council(self, previous: HubTerm | None) -> list[NodeId]:
         """Self first, then live sitting members, then the longest-known live members (stable first)."""

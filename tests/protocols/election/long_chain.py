@@ -1,0 +1,101 @@
+"""A long hub chain with real signatures, for checkpoint tests and the long-chain join benchmark.
+
+Term 1 is the founder's; every later term is won by the next council member in turn (so
+hub records have several authors, as after real failovers), proven by the signed votes
+of a majority of the council of the term before, the winner's first. Every node signs
+with its own consecutive seqs, so the records merge into a store like a real mesh's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocols.common.identity import NodeId, NodeIdentity
+from protocols.election.records import (
+    Ballot,
+    HubBody,
+    HubValue,
+    VoteBody,
+    hub_body,
+    majority,
+    make_hub_record,
+    make_vote,
+)
+from protocols.records.record import Record
+from tests.support.mesh_fixtures import MeshFixture, make_mesh
+
+LEASE_S = 3.0
+
+
+@dataclass
+class LongChain:
+    mesh: MeshFixture
+    hubs: list[Record] = field(default_factory=list)
+    """The hub record of term t at index t - 1."""
+    votes: list[Record] = field(default_factory=list)
+
+    @property
+    def terms(self) -> int:
+        return len(self.hubs)
+
+    def hub(self, term: int) -> Record:
+        return self.hubs[term - 1]
+
+    def identity(self, node: NodeId) -> NodeIdentity:
+        return next(i for i in self.mesh.everyone if i.node_id == node)
+
+    def records(self, from_term: int = 1) -> list[Record]:
+        """Membership records, then the hub and vote records of terms `from_term` and later."""
+        later = [r for r in [*self.votes, *self.hubs] if int(r.key) >= from_term]
+        return [*self.mesh.membership_records(), *later]
+
+    def next_seq(self, identity: NodeIdentity) -> int:
+        seq = self.mesh.seqs.get(identity.node_id, 0) + 1
+        self.mesh.seqs[identity.node_id] = seq
+        return seq
+
+    def extend(self, value: HubValue) -> Record:
+        """Elect `value` into the next term with the votes of a majority of the newest council."""
+        body_term = self.terms + 1
+        if body_term == 1:
+            founder = self.mesh.founder
+            body = HubBody(1, value, Ballot(0, founder.node_id), [])
+            record = make_hub_record(founder, self.mesh.mesh_id, self.next_seq(founder), body)
+            self.hubs.append(record)
+            return record
+        council = hub_body(self.hubs[-1]).value.council
+        winner = self.identity(value.hub)
+        ballot = Ballot(1, winner.node_id)
+        voters = sorted(council, key=lambda node: node != winner.node_id)[: majority(len(council))]
+        proof = []
+        for voter in voters:
+            identity = self.identity(voter)
+            vote = make_vote(
+                identity,
+                self.mesh.mesh_id,
+                self.next_seq(identity),
+                VoteBody(body_term, ballot, ballot, value),
+            )
+            proof.append(vote)
+        self.votes.extend(proof)
+        body = HubBody(body_term, value, ballot, proof)
+        record = make_hub_record(winner, self.mesh.mesh_id, self.next_seq(winner), body)
+        self.hubs.append(record)
+        return record
+
+
+def build_long_chain(
+    terms: int, members: int = 4, council_size: int = 3, seed: int = 0, final_council: int | None = None
+) -> LongChain:
+    """`terms` terms over a mesh of the founder and `members` others; the council is the founder
+    and the first `council_size - 1` members, each winning a term in turn. `final_council`
+    shrinks the last term's council to that many (the founder first, as hub)."""
+    chain = LongChain(make_mesh(members, seed))
+    council = [identity.node_id for identity in chain.mesh.everyone[:council_size]]
+    for term in range(1, terms + 1):
+        hub = council[(term - 1) % len(council)]
+        if term == terms and final_council is not None:
+            chain.extend(HubValue(council[0], council[:final_council], LEASE_S))
+        else:
+            chain.extend(HubValue(hub, council, LEASE_S))
+    return chain

@@ -10,7 +10,10 @@ two concurrent joins can never both take the last use.
 
 The reply carries the admission chain and the manifests (addresses) only; the rest comes
 by anti-entropy in bounded deltas, so a reply stays small however much state the mesh
-holds.
+holds. The inviter adds a hub checkpoint: the hub record of the newest term it believes,
+signed for the joiner, so the joiner starts its hub chain there instead of verifying
+every term since term 1 (`protocols.election.checkpoint`, which also says why only the
+inviter's is trusted). The acting hub, admitting for an inviter that is away, adds none.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 
 from actors.actor import ActorError, ActorRef
 from mesh.hub_role import HubAdmit, HubRefusal
-from mesh.node_parts import DISSEMINATION, MEMBERSHIP, NodeError, NodeParts
+from mesh.node_parts import DISSEMINATION, ELECTION, MEMBERSHIP, NodeError, NodeParts
 from mesh.transport import TransportError
 from protocols.common.identity import NodeId
 from protocols.common.wire import WireError, decode, encode
+from protocols.election.checkpoint import encode_checkpoint, make_checkpoint
 from protocols.join.invite import Invite, InviteError, InviteProblem, check_invite, check_uses
 from protocols.join.messages import JoinReply, JoinRequest
 from protocols.membership.events import MemberState
@@ -70,7 +74,21 @@ class JoinService:
                 log.info("cannot dial new member %s back: %s", peer.hex()[:12], exc)
         await parts.call_core(MEMBERSHIP, lambda core, now: core.add_member(now, peer))
         starter = [r for r in parts.store if r.kind in JOIN_STARTER_KINDS]
-        return encode(JoinReply(True, "", [*starter, record]))
+        checkpoint = await self._checkpoint_for(peer) if request.invite.body.inviter == parts.node_id else b""
+        return encode(JoinReply(True, "", [*starter, record], checkpoint))
+
+    async def _checkpoint_for(self, joiner: NodeId) -> bytes:
+        """The hub record of the newest term this node believes, signed for `joiner` (empty before term 1)."""
+        parts = self._parts
+
+        def newest(core: Any, now: float) -> Record | None:
+            latest = core.chain.latest
+            return None if latest is None else latest.record
+
+        record: Record | None = await parts.call_core(ELECTION, newest)
+        if record is None:
+            return b""
+        return encode_checkpoint(make_checkpoint(parts.identity, parts.store.mesh_id, joiner, record))
 
     async def _admit(self, peer: NodeId, request: JoinRequest) -> Record:
         parts = self._parts

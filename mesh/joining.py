@@ -2,6 +2,12 @@
 it last saw live after a restart, keeping that live view saved, publishing its manifest,
 and leaving gracefully.
 
+A joiner anchors its hub chain at the checkpoint its inviter put in the join reply (the
+newest term the inviter believes, signed for this joiner; `protocols.election.checkpoint`
+has the checks and why only the inviter's word counts), and keeps the checkpoint in its
+database (`HUB_CHECKPOINT_META`): after a restart it anchors there again, so its chain
+needs only the records since that term, whatever its store holds of older ones.
+
 A restarted node contacts the members it last saw live and joins membership through a
 few of them (as Serf keeps a snapshot), instead of probing every member ever admitted;
 if none answers within `RESTART_ANSWER_WAIT_S`, it contacts every admitted member, as a
@@ -26,10 +32,11 @@ from mesh.live_view import (
     encode_live_view,
     restart_contacts,
 )
-from mesh.node_parts import MEMBERSHIP, NodeError, NodeParts
+from mesh.node_parts import ELECTION, MEMBERSHIP, NodeError, NodeParts
 from mesh.transport import JOIN_PROTOCOL, PeerUnreachable, RequestTimeout, TransportError
 from protocols.common.identity import NodeId
 from protocols.common.wire import WireError, decode, encode
+from protocols.election.checkpoint import CheckpointOutcome, decode_checkpoint
 from protocols.join.invite import Invite, check_invite
 from protocols.join.messages import JoinReply, JoinRequest
 from protocols.membership.core import MembershipCore
@@ -37,8 +44,15 @@ from protocols.records.manifest import NodeManifest, make_manifest
 
 log = logging.getLogger("mesh.node")
 
+HUB_CHECKPOINT_META = "hub_checkpoint"
+"""The database meta entry holding the checkpoint this node's hub chain is anchored at."""
+
 
 class Joining:
+    trust_checkpoint = True
+    """Anchor the hub chain at the inviter's checkpoint. False ignores it and verifies the
+    chain from term 1, as a joiner admitted by the hub does (the join benchmark's baseline)."""
+
     def __init__(
         self,
         parts: NodeParts,
@@ -78,13 +92,15 @@ class Joining:
                 continue
             if not reply.admitted:
                 raise NodeError(f"{who} refused: {reply.problem}")
-            await self._take_join_reply(door, reply, started)
+            await self._take_join_reply(door, invite, reply, started)
             return
         if len(unreachable) == 1 and unreachable[0].startswith("the inviter at"):
             raise NodeError(f"cannot reach {unreachable[0]}")
         raise NodeError("cannot reach " + "; nor ".join(unreachable))
 
-    async def _take_join_reply(self, admitter: NodeId, reply: JoinReply, started: float) -> None:
+    async def _take_join_reply(
+        self, admitter: NodeId, invite: Invite, reply: JoinReply, started: float
+    ) -> None:
         parts = self._parts
         result = parts.store.merge(reply.records)
         await parts.persister.save(result)
@@ -96,7 +112,57 @@ class Joining:
             (time.monotonic() - started) * 1000,
             len(reply.records),
         )
+        # Before membership starts: anti-entropy then finds a chain that needs only the
+        # terms after the checkpoint.
+        if (
+            reply.checkpoint
+            and self.trust_checkpoint
+            and await self._anchor(reply.checkpoint, invite.body.inviter) is CheckpointOutcome.ADOPTED
+        ):
+            await parts.persister.set_meta(HUB_CHECKPOINT_META, reply.checkpoint)
         await parts.call_core(MEMBERSHIP, lambda core, now: core.join(now, [admitter]))
+
+    async def restore_checkpoint(self) -> None:
+        """After a restart, anchor the hub chain again at the checkpoint saved when this node joined."""
+        parts = self._parts
+        saved = await parts.persister.get_meta(HUB_CHECKPOINT_META)
+        if saved is None:
+            return
+        try:
+            signer = decode_checkpoint(saved).body.signer
+        except WireError:
+            signer = parts.node_id  # refused below as malformed, and counted
+        await self._anchor(saved, signer)
+
+    async def _anchor(self, data: bytes, trusted_signer: NodeId) -> CheckpointOutcome:
+        """Check a checkpoint in the election's chain and, if it holds, believe its term there.
+
+        The election core learns the term through `on_record`, the path every hub record
+        takes, so it raises the fence, reports the hub and takes up its duties as for any
+        new term.
+        """
+        parts = self._parts
+
+        def adopt(core: Any, now: float) -> CheckpointOutcome:
+            try:
+                checkpoint = decode_checkpoint(data)
+            except WireError:
+                core.chain.counters[f"checkpoint_{CheckpointOutcome.MALFORMED}"] += 1
+                return CheckpointOutcome.MALFORMED
+            outcome: CheckpointOutcome = core.chain.adopt_checkpoint(
+                checkpoint, trusted_signer=trusted_signer, subject=parts.node_id
+            )
+            if outcome is CheckpointOutcome.ADOPTED:
+                core.on_record(now, checkpoint.body.hub_record)
+            return outcome
+
+        outcome: CheckpointOutcome = await parts.call_core(ELECTION, adopt)
+        parts.counters[f"hub_checkpoint_{outcome}"] += 1
+        if outcome.refused:
+            log.warning("hub checkpoint from %s refused: %s", trusted_signer.hex()[:12], outcome.value)
+        else:
+            log.info("hub checkpoint from %s: %s", trusted_signer.hex()[:12], outcome.value)
+        return outcome
 
     # ---- meeting the members after a start -----------------------------------------------------
 
@@ -104,9 +170,12 @@ class Joining:
         """Tell membership whom to probe: every admitted member on a first start; after a
         restart only those live when this node last looked, and join through a few of them.
 
-        True when that left some admitted members out (see `widen_if_unanswered`).
+        True when that left some admitted members out (see `widen_if_unanswered`). A restart
+        first anchors the hub chain at the saved checkpoint (`restore_checkpoint`).
         """
         parts = self._parts
+        if restarting:
+            await self.restore_checkpoint()
         everyone = [m for m in parts.store.ledger.members() if m != parts.node_id]
         members = everyone
         seeds: list[NodeId] = []

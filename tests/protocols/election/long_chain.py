@@ -1,4 +1,5 @@
-"""A long hub chain with real signatures, for checkpoint tests and the long-chain join benchmark.
+"""A long hub chain with real signatures, and a founder's data directory holding it, for checkpoint
+tests and the long-chain join benchmark.
 
 Term 1 is the founder's; every later term is won by the next council member in turn (so
 hub records have several authors, as after real failovers), proven by the signed votes
@@ -8,8 +9,13 @@ with its own consecutive seqs, so the records merge into a store like a real mes
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from mesh.data_dir import DATABASE_FILE, KEY_FILE
+from mesh.keyfile import create_key_file
+from mesh.record_database import RecordDatabase
 from protocols.common.identity import NodeId, NodeIdentity
 from protocols.election.records import (
     Ballot,
@@ -22,6 +28,7 @@ from protocols.election.records import (
     make_vote,
 )
 from protocols.records.record import Record
+from protocols.records.store import RecordStore
 from tests.support.mesh_fixtures import MeshFixture, make_mesh
 
 LEASE_S = 3.0
@@ -99,3 +106,17 @@ def build_long_chain(
         else:
             chain.extend(HubValue(hub, council, LEASE_S))
     return chain
+
+
+def write_founder_dir(chain: LongChain, path: Path) -> None:
+    """A founder's data directory (key and database) holding the whole chain, as `ileices init`
+    and a long life as hub would have left it; `ileices up` runs it."""
+    path.mkdir(parents=True)
+    os.chmod(path, 0o700)
+    create_key_file(path / KEY_FILE, chain.mesh.founder)
+    database = RecordDatabase(path / DATABASE_FILE)
+    try:
+        database.set_meta("mesh_id", chain.mesh.mesh_id)
+        database.save(RecordStore(chain.mesh.mesh_id).merge(chain.records()))
+    finally:
+        database.close()

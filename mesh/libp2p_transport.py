@@ -2,23 +2,37 @@
 
 Mesh protocols run over QUIC, as the design card says; bulk transfers run over
 TCP (noise + yamux) on a second host with the same key, because QUIC here moves
-~3 MB/s and TCP ~110 MB/s (notes, "Figures"). Every exchange is one short-lived
-stream: request frame -> reply frame (a status byte + payload) -> the requester
-closes, and only then does the responder close. So nobody closes before the other
-side has what it needs (pitfall 6), a stream never idles into QUIC's read timeout
-(pitfall 4), and a frame never exceeds the receive buffer, which is sized to hold
-one whole frame (pitfall 5). The other workarounds from
-`docs/libp2p-notes.md` / the shared notes are marked where they are applied.
+~3 MB/s and TCP ~110 MB/s (notes, "Figures").
+
+Requests (payloads up to `MUX_MAX_REQUEST_BYTES`) travel over one long-lived
+"/ileices/mux/1" stream per peer, opened on first use and shared by every request to
+that peer (`mesh.mux_stream` has the wire format and both ends). A new stream costs a
+multistream-select negotiation and py-libp2p's per-stream bookkeeping: ~8 ms of CPU
+per side per request here, against ~2 ms on the shared stream (docs/benchmarks.md,
+"Per-request CPU"). The admission gate is asked per request, not per stream.
+
+The old path stays for larger requests, for more than `MUX_MAX_IN_FLIGHT` at once,
+for peers that do not speak the mux (remembered for `mux_retry_after`) and with
+`long_lived_streams=False` (or `ILEICES_MUX=0`): one short-lived stream per exchange,
+request frame -> reply frame (a status byte + payload) -> the requester closes, and
+only then does the responder close. So nobody closes before the other side has what
+it needs (pitfall 6), and a frame never exceeds the receive buffer, which is sized to
+hold one whole frame (pitfall 5). QUIC's stream read timeout is set out of reach
+(pitfall 4), because a mux stream may idle for as long as its peers have nothing to
+say; our own deadlines bound every read that waits for something. The other
+workarounds from `docs/libp2p-notes.md` / the shared notes are marked where they are
+applied; what the mux taught us is in `docs/libp2p-streams.md`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import multiaddr
@@ -44,6 +58,20 @@ from mesh.framing import (
     FramingError,
     encode_frame,
     read_frame,
+)
+from mesh.mux_stream import (
+    MUX_MAX_IN_FLIGHT,
+    MUX_MAX_REQUEST_BYTES,
+    MUX_PROTOCOL,
+    STATUS_BUSY,
+    STATUS_ERROR,
+    STATUS_INTEGRITY,
+    STATUS_NO_HANDLER,
+    STATUS_OK,
+    STATUS_OVERSIZE,
+    STATUS_REFUSED,
+    MuxClient,
+    MuxServer,
 )
 from mesh.transport import (
     BULK_CHUNK_BYTES,
@@ -75,12 +103,22 @@ from protocols.common.identity import NodeId, NodeIdentity
 
 log = logging.getLogger(__name__)
 
-# Reply status byte (first byte of every reply frame).
-STATUS_OK = 0
-STATUS_REFUSED = 1
-STATUS_OVERSIZE = 2
-STATUS_ERROR = 3
-STATUS_INTEGRITY = 4
+__all__ = [
+    "BULK_CHUNK",
+    "BULK_END",
+    "STATUS_BUSY",
+    "STATUS_ERROR",
+    "STATUS_INTEGRITY",
+    "STATUS_NO_HANDLER",
+    "STATUS_OK",
+    "STATUS_OVERSIZE",
+    "STATUS_REFUSED",
+    "Libp2pTransport",
+    "Libp2pTransportConfig",
+    "keypair_from_identity",
+    "node_id_from_peer_id",
+    "peer_id_from_node_id",
+]
 
 # Bulk stream frames: kind byte + body.
 BULK_CHUNK = 1
@@ -89,7 +127,10 @@ _BULK_CHUNK_KIND = bytes([BULK_CHUNK])
 _BULK_END = struct.Struct(f">{DIGEST_SIZE}sQ")
 
 DEFAULT_QUIC_LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
-_NEVER = 24 * 3600.0
+_NEVER = 365 * 24 * 3600.0
+"""QUIC's per-read timeout (pitfall 4): out of reach, because a long-lived mux stream may
+idle for as long as its peer pair has nothing to say; our own deadlines bound every read."""
+_EOF = (StreamEOF,)
 _MIN_RECEIVE_BUFFER = 1024 * 1024
 """libp2p requires the buffer to be at least its 512 KiB high watermark."""
 
@@ -117,6 +158,14 @@ class Libp2pTransportConfig:
     """+15-20 % QUIC throughput over aioquic's 1200 on loopback/Ethernet (notes)."""
     quic_receive_buffer_bytes: int | None = None
     """Per-stream QUIC receive buffer; None = one whole frame plus slack (pitfall 5)."""
+    long_lived_streams: bool = True
+    """Carry requests over one long-lived mux stream per peer (`mesh.mux_stream`) and
+    serve the mux protocol; False behaves as a peer from before it (one stream per
+    request), which the benchmark and the fallback test use."""
+    mux_open_timeout: float = 10.0
+    """How long opening a peer's mux stream may take (a requester waits within its own timeout)."""
+    mux_retry_after: float = 300.0
+    """How long to use one stream per request with a peer that does not speak the mux."""
 
 
 def keypair_from_identity(identity: NodeIdentity) -> KeyPair:
@@ -154,6 +203,19 @@ class _Reader:
             return b""
 
 
+def _not_supported(exc: StreamFailure) -> bool:
+    """Whether a failed `new_stream` means "the peer does not speak this protocol"."""
+    return isinstance(exc.__cause__, MultiselectClientError) and "not supported" in str(exc.__cause__)
+
+
+def _has_live_connection(host: IHost, peer_id: ID) -> bool:
+    """Whether the host holds an open connection to the peer (a closed one can linger)."""
+    connections = host.get_network().connections.get(peer_id)
+    return bool(connections) and any(
+        not c.is_closed and not c.muxed_conn.is_closed for c in connections  # type: ignore[union-attr]
+    )
+
+
 def _is_multiaddr_of(addr: str, kind: str) -> bool:
     return f"/{kind}" in addr
 
@@ -180,6 +242,14 @@ class Libp2pTransport:
         self._addrs: dict[NodeId, list[str]] = {}
         self._dial_locks: dict[tuple[int, NodeId], trio.Lock] = {}
         self._peer_ids: dict[ID, NodeId] = {}
+        self._node_peer_ids: dict[NodeId, ID] = {}
+        self._nursery: trio.Nursery | None = None
+        self._mux_clients: dict[NodeId, MuxClient] = {}
+        self._mux_opening: dict[NodeId, _MuxOpening] = {}
+        self._no_mux_until: dict[NodeId, float] = {}
+        self._mux_servers: set[MuxServer] = set()
+        self.mux_streams_opened = 0
+        """Outgoing mux streams opened so far (tests and benchmarks read it)."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -195,9 +265,13 @@ class Libp2pTransport:
         """Run the transport for the duration of the block, inside the caller's task tree.
 
         `listen` takes QUIC multiaddrs; `bulk_listen` TCP ones (default: TCP on the
-        host of the first QUIC address, any port).
+        host of the first QUIC address, any port). Without a `config`, the environment
+        variable `ILEICES_MUX=0` turns the long-lived streams off (benchmarks compare
+        the two paths with it; it is also the escape hatch).
         """
-        config = config or Libp2pTransportConfig()
+        if config is None:
+            # ILEICES_MUX=0: one stream per request, as before the mux (benchmarks, escape hatch).
+            config = Libp2pTransportConfig(long_lived_streams=os.environ.get("ILEICES_MUX", "1") != "0")
         quic_listen = [multiaddr.Multiaddr(a) for a in listen]
         if bulk_listen is None:
             host_part = str(quic_listen[0]).split("/udp/")[0]
@@ -231,7 +305,17 @@ class Libp2pTransport:
                 for host in (mesh_host, bulk_host):
                     # pitfall 3: no redialing of peers that left; we dial deliberately.
                     await host.get_network().auto_connector.stop()  # type: ignore[attr-defined]
-                yield transport
+                # Mux readers, stream openers and responder handlers live here, so no
+                # requester's timeout can cancel work that other requests share.
+                async with trio.open_nursery() as nursery:
+                    transport._nursery = nursery
+                    if config.long_lived_streams:
+                        mesh_host.set_stream_handler(TProtocol(MUX_PROTOCOL), transport._serve_mux)
+                    try:
+                        yield transport
+                    finally:
+                        transport._closed = True
+                        nursery.cancel_scope.cancel()
             finally:
                 transport._closed = True
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
@@ -290,6 +374,9 @@ class Libp2pTransport:
 
     async def disconnect(self, peer: NodeId) -> None:
         peer_id = peer_id_from_node_id(peer)
+        client = self._mux_clients.pop(peer, None)
+        if client is not None:
+            await client.abort("disconnected")
         for host in (self._mesh_host, self._bulk_host):
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
@@ -302,9 +389,19 @@ class Libp2pTransport:
     ) -> bytes:
         self._ensure_open()
         check_protocol_id(protocol)
-        frame = encode_frame(payload, self._config.max_frame_bytes)
+        if len(payload) > self._config.max_frame_bytes:
+            raise FrameTooLarge(len(payload), self._config.max_frame_bytes)
         with trio.move_on_after(timeout):
-            return await self._exchange(peer, protocol, frame, len(payload))
+            client = None
+            if len(payload) <= MUX_MAX_REQUEST_BYTES:
+                client = await self._mux_client(peer)
+            if client is None or client.in_flight >= MUX_MAX_IN_FLIGHT:
+                frame = encode_frame(payload, self._config.max_frame_bytes)
+                return await self._exchange(peer, protocol, frame, len(payload))
+            reply = await client.request(protocol, payload)
+            self.counters.frames_out += 1
+            self.counters.bytes_out += len(payload)
+            return self._unwrap_reply(reply)
         raise RequestTimeout(f"no reply from {peer.hex()[:12]} on {protocol} within {timeout}s")
 
     async def send_bulk(
@@ -331,14 +428,30 @@ class Libp2pTransport:
             self._peer_ids[peer_id] = node_id
         return node_id
 
+    def _peer_id_of(self, peer: NodeId) -> ID:
+        peer_id = self._node_peer_ids.get(peer)
+        if peer_id is None:
+            peer_id = peer_id_from_node_id(peer)
+            if len(self._node_peer_ids) > 100_000:
+                self._node_peer_ids.clear()
+            self._node_peer_ids[peer] = peer_id
+        return peer_id
+
     async def _ensure_connected(self, host: IHost, peer: NodeId, kind: str) -> ID:
-        peer_id = peer_id_from_node_id(peer)
-        if host.get_network().connections.get(peer_id):
+        peer_id = self._peer_id_of(peer)
+        if _has_live_connection(host, peer_id):
             return peer_id
         lock = self._dial_locks.setdefault((id(host), peer), trio.Lock())
         async with lock:
-            if host.get_network().connections.get(peer_id):
+            connections = host.get_network().connections.get(peer_id)
+            if _has_live_connection(host, peer_id):
                 return peer_id
+            if connections:  # only closed ones, not yet swept away: do not reuse them
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    try:
+                        await host.disconnect(peer_id)
+                    except Exception:
+                        log.debug("error dropping closed connections", exc_info=True)
             addrs = [multiaddr.Multiaddr(a) for a in self._addrs.get(peer, []) if _is_multiaddr_of(a, kind)]
             if not addrs:
                 raise PeerUnreachable(f"no {kind} address known for {peer.hex()[:12]}")
@@ -358,7 +471,7 @@ class Libp2pTransport:
         try:
             return await host.new_stream(peer_id, [TProtocol(protocol)])
         except StreamFailure as exc:
-            if isinstance(exc.__cause__, MultiselectClientError) and "not supported" in str(exc.__cause__):
+            if _not_supported(exc):
                 raise NoHandler(f"{peer.hex()[:12]} does not speak {protocol}") from exc
             self.counters.errors += 1
             raise TransportError(f"cannot open a {protocol} stream: {exc}") from exc
@@ -386,6 +499,160 @@ class Libp2pTransport:
         await _close(stream)  # our close is the acknowledgement the responder waits for
         return self._unwrap_reply(reply)
 
+    # ------------------------------------------------------------- mux requester
+
+    async def _mux_client(self, peer: NodeId) -> MuxClient | None:
+        """The peer's live mux stream, opened if needed; None: use a stream per request.
+
+        Opening runs as its own task (`_open_mux`), so a requester whose timeout fires
+        while the stream is being negotiated abandons only its wait, never a
+        half-negotiated stream that other requests are about to share.
+        """
+        if not self._config.long_lived_streams:
+            return None
+        retry_at = self._no_mux_until.get(peer)
+        if retry_at is not None:
+            if trio.current_time() < retry_at:
+                return None
+            del self._no_mux_until[peer]
+        peer_id = await self._ensure_connected(self._mesh_host, peer, "quic")
+        client = self._mux_clients.get(peer)
+        if client is not None:
+            if client.broken is None and self._is_current(peer_id, client):
+                return client
+            if self._mux_clients.get(peer) is client:
+                del self._mux_clients[peer]
+            if client.broken is None:  # its connection was replaced (peer restarted)
+                await client.abort("its connection is gone")
+        opening = self._mux_opening.get(peer)
+        if opening is None:
+            self._ensure_open()  # the nursery takes no new tasks once closing
+            opening = _MuxOpening()
+            self._mux_opening[peer] = opening
+            assert self._nursery is not None
+            self._nursery.start_soon(self._open_mux, peer, peer_id, opening)
+        await opening.done.wait()
+        if opening.error is not None:
+            raise opening.error
+        return opening.client
+
+    def _is_current(self, peer_id: ID, client: MuxClient) -> bool:
+        """Whether the client's stream still rides one of the peer's live connections."""
+        connection: Any = client.stream.muxed_conn  # type: ignore[attr-defined]
+        if connection.is_closed:
+            return False
+        return any(c.muxed_conn is connection for c in self._mesh_host.get_network().get_connections(peer_id))
+
+    async def _open_mux(self, peer: NodeId, peer_id: ID, opening: _MuxOpening) -> None:
+        label = peer.hex()[:12]
+        try:
+            with trio.fail_after(self._config.mux_open_timeout):
+                stream = await self._negotiate_mux(peer, peer_id)
+        except Exception as exc:  # timeout, unreachable, connection lost during negotiation
+            self.counters.errors += 1
+            opening.error = TransportError(f"cannot open a mux stream to {label}: {exc}")
+        else:
+            if stream is None:
+                log.info("%s does not speak %s: one stream per request for now", label, MUX_PROTOCOL)
+                self._no_mux_until[peer] = trio.current_time() + self._config.mux_retry_after
+            else:
+                client = MuxClient(
+                    stream,
+                    max_reply_bytes=self._config.max_frame_bytes,
+                    write_timeout=self._config.write_timeout,
+                    eof_errors=_EOF,
+                    label=label,
+                )
+                self.mux_streams_opened += 1
+                self._mux_clients[peer] = client
+                opening.client = client
+                assert self._nursery is not None
+                self._nursery.start_soon(self._run_mux_client, peer, client)
+        finally:
+            if self._mux_opening.get(peer) is opening:
+                del self._mux_opening[peer]
+            opening.done.set()
+
+    async def _negotiate_mux(self, peer: NodeId, peer_id: ID) -> INetStream | None:
+        """A negotiated mux stream to the peer; None if it does not speak the mux.
+
+        A connection can look open after its peer dropped it (py-libp2p did not notice
+        the peer's `disconnect` here: the next stream's negotiation fails on it). So a
+        failed negotiation drops the connection and dials again, once.
+        """
+        for attempt in (1, 2):
+            try:
+                return await self._mesh_host.new_stream(peer_id, [TProtocol(MUX_PROTOCOL)])
+            except StreamFailure as exc:
+                if _not_supported(exc):
+                    return None
+                if attempt == 2:
+                    raise
+                log.debug("mux negotiation with %s failed (%s); redialling", peer.hex()[:12], exc)
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                try:
+                    await self._mesh_host.disconnect(peer_id)
+                except Exception:
+                    log.debug("error dropping a broken connection", exc_info=True)
+            peer_id = await self._ensure_connected(self._mesh_host, peer, "quic")
+        raise AssertionError("unreachable")
+
+    async def _run_mux_client(self, peer: NodeId, client: MuxClient) -> None:
+        try:
+            await client.run()
+        finally:
+            if self._mux_clients.get(peer) is client:
+                del self._mux_clients[peer]
+            if client.broken is not None and not self._closed:
+                log.debug("%s", client.broken)
+
+    # ------------------------------------------------------------- mux responder
+
+    async def _serve_mux(self, stream: INetStream) -> None:
+        """libp2p's handler for an inbound mux stream: serve it until it ends."""
+        if self._nursery is None or self._closed:
+            await _reset(stream)
+            return
+        try:
+            peer: NodeId | None = self._node_id_of(stream.muxed_conn.peer_id)
+        except ValueError:
+            peer = None
+        server = MuxServer(
+            stream,
+            _MuxService(self, peer),
+            self._nursery,
+            max_request_bytes=self._config.max_frame_bytes,
+            frame_read_timeout=self._config.frame_read_timeout,
+            write_timeout=self._config.write_timeout,
+            eof_errors=_EOF,
+        )
+        self._mux_servers.add(server)
+        try:
+            await server.run()
+        except Exception:  # never let one bad stream reach libp2p's task tree
+            self.counters.errors += 1
+            log.warning("serving a mux stream failed", exc_info=True)
+        finally:
+            self._mux_servers.discard(server)
+
+    async def _run_handler(self, peer: NodeId, protocol: str, payload: bytes) -> tuple[int, bytes]:
+        """Run `protocol`'s handler on an admitted request: (status, reply) to send."""
+        self.counters.frames_in += 1
+        self.counters.bytes_in += len(payload)
+        handler = self._handlers.get(protocol)
+        if handler is None:  # removed since it was screened
+            return STATUS_NO_HANDLER, f"no handler for {protocol}".encode()
+        try:
+            reply = await handler(peer, payload)
+        except Exception as exc:
+            self.counters.errors += 1
+            log.warning("handler for %s failed", protocol, exc_info=True)
+            return STATUS_ERROR, f"{type(exc).__name__}: {exc}".encode()
+        if len(reply) > self._config.max_frame_bytes:
+            self.counters.errors += 1
+            return STATUS_ERROR, b"reply exceeds the frame cap"
+        return STATUS_OK, reply
+
     def _unwrap_reply(self, reply: bytes) -> bytes:
         if not reply:
             self.counters.errors += 1
@@ -402,6 +669,10 @@ class Libp2pTransport:
             raise FrameRejected(message)
         if status == STATUS_INTEGRITY:
             raise IntegrityError(message)
+        if status == STATUS_NO_HANDLER:
+            raise NoHandler(message)
+        if status == STATUS_BUSY:
+            raise TransportError(f"peer busy: {message}")
         raise RemoteError(message)
 
     async def _write(self, stream: INetStream, data: bytes, *, shield: bool) -> None:
@@ -618,6 +889,47 @@ class Libp2pTransport:
                 return
             else:
                 raise FramingError("malformed bulk frame")
+
+
+@dataclass
+class _MuxOpening:
+    """A mux stream being opened: requesters wait on `done`, then read the outcome."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    client: MuxClient | None = None
+    error: TransportError | None = None
+
+
+class _MuxService:
+    """The transport as one inbound mux stream's `MuxService`: gate, handlers, counters."""
+
+    def __init__(self, transport: Libp2pTransport, peer: NodeId | None) -> None:
+        self._transport = transport
+        self._peer = peer
+
+    def screen(self, protocol: str) -> tuple[int, bytes] | None:
+        transport = self._transport
+        if protocol not in transport._handlers:
+            return STATUS_NO_HANDLER, f"no handler for {protocol}".encode()
+        # Asked per request, not per stream: admission can change while a stream lives.
+        if self._peer is None or not transport._gate.allows(self._peer, protocol):
+            transport.counters.refused += 1
+            return STATUS_REFUSED, b"not admitted: only open protocols allowed"
+        return None
+
+    def serve(self, protocol: str, payload: bytes) -> Awaitable[tuple[int, bytes]]:
+        assert self._peer is not None  # screen() refuses a stream without a node id
+        return self._transport._run_handler(self._peer, protocol, payload)
+
+    def note(self, event: str, size: int = 0) -> None:
+        counters = self._transport.counters
+        if event == "replied":
+            counters.frames_out += 1
+            counters.bytes_out += size
+        elif event == "oversize":
+            counters.oversize += 1
+        else:  # "busy", "violation"
+            counters.errors += 1
 
 
 async def _reset(stream: INetStream) -> None:

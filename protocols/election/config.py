@@ -32,6 +32,10 @@ class ElectionConfig:
     """A Paxos phase that gathers no majority within this is abandoned and retried later."""
     lease_record_interval: float = 1.0
     """Seconds between `lease` records the hub publishes for observers (status), at most."""
+    silent_after_renewals: float = 2.5
+    """A council member that has heard no renewal for this many renew intervals deems the hub
+    silent: it stands, and votes for others, while its promise to the hub still runs (the
+    winner waits that promise out before acting), so the election overlaps the old lease."""
     reconfigure_interval: float = 2.0
     """The hub replaces dead council members (by electing itself into the next term) at most this often."""
 
@@ -46,8 +50,15 @@ class ElectionConfig:
             raise ValueError("renew_interval must be positive and under half the (drift-reduced) lease")
         if self.election_jitter <= 0 or self.round_timeout <= 0:
             raise ValueError("election_jitter and round_timeout must be positive")
+        if self.silent_after_renewals <= 1:
+            raise ValueError("silent_after_renewals must be above 1 (one renewal late is not silence)")
         if self.lease_record_interval <= 0 or self.reconfigure_interval <= 0:
             raise ValueError("lease_record_interval and reconfigure_interval must be positive")
+
+    @property
+    def silence_s(self) -> float:
+        """Seconds without a renewal after which a council member deems the hub silent."""
+        return self.renew_interval * self.silent_after_renewals
 
     @property
     def hub_lease_s(self) -> float:

@@ -43,6 +43,25 @@ so a promise made before a crash still binds. Promises and accepted values (Paxo
 state) are in the voter's `vote` record, which the driver must make durable before it
 delivers the messages drained with it (the order the actor shell already keeps).
 
+Failover overlaps the old lease instead of following it. A council member that has heard
+no renewal for `silence_s` deems the hub silent: it stands, and promises or accepts for
+others, even while its promise to the hub still runs, and reports in `Accepted` how long
+that promise has left. The winner does not act until the longest report from its accept
+quorum has passed (drift-adjusted, `_act_after`): every majority that acknowledged the
+old hub's last lease shares a member with that quorum, and the old lease ends before
+that member's promise does. A hub named by someone else's campaign, or restarted, has no
+such measurement and waits a whole previous lease. A member that still hears the hub
+refuses, with the time left (leader stickiness: one member's lost renewals depose no one).
+So a hub is replaced about one lease after its last renewal, the election itself hidden
+inside that lease.
+
+No duelling proposers. Candidates that stand close together would otherwise outbid each
+other's ballots for ever when rounds are slow (a starved machine, a far council): a
+candidate whose own acceptor binds to a rival's higher ballot withdraws and leaves the
+rival two rounds; the phase deadline follows the measured prepare round trip (up to
+`MAX_ROUND_STRETCH` x `round_timeout`) and doubles after a timeout; lost campaigns back
+off for U(0.5, 1) x `election_jitter` x 2^n (n lost in a row, capped).
+
 Liveness needs a live, connected majority of the newest council; a hub replaces a dead
 member within `reconfigure_interval` of hearing of the death, so that majority is lost
 only when most of the council dies at once.
@@ -137,6 +156,8 @@ class _Campaign:
     accepts: dict[NodeId, Record] = field(default_factory=dict)
     rejects: set[NodeId] = field(default_factory=set)
     lease_left: float = 0.0
+    wait: float = 0.0
+    """The longest promise to the previous hub an acceptor reported running when it accepted."""
 
     @property
     def needed(self) -> int:
@@ -195,6 +216,8 @@ class ElectionCore:
         self._acceptor = _Acceptor(term=0)
         self._own_votes: dict[int, Record] = {}
         self._lease_promise_until = NEVER
+        self._last_renewal_at = NEVER
+        """When this council member last acknowledged the hub's renewal (its silence is measured from it)."""
         # proposer
         self._campaign: _Campaign | None = None
         self._stand_at: float | None = None
@@ -208,6 +231,10 @@ class ElectionCore:
         self._renewals: dict[int, tuple[float, set[NodeId]]] = {}
         self._lease_until = NEVER
         self._acting_term: int | None = None
+        self._act_after = NEVER
+        """A new hub acts only from this local time: the previous hub's lease may run until then."""
+        self._won: tuple[int, float] | None = None
+        """(term, act after) of the campaign this node just won for itself."""
         self._next_renew_at: float | None = None
         self._renewing_since = NEVER
         self._lease_ok_at = NEVER
@@ -240,6 +267,7 @@ class ElectionCore:
         if self._acting_term is not None and now >= self._lease_until:
             self._step_down(self._acting_term, "lease_lost")
         if latest.hub == self.self_id:
+            self._maybe_start_acting(now)
             if self._next_renew_at is not None and now >= self._next_renew_at:
                 if self._renewals_futile(now):
                     self._give_up_renewing()
@@ -265,6 +293,8 @@ class ElectionCore:
             deadlines.append(self._campaign.deadline)
         if self._acting_term is not None:
             deadlines.append(self._lease_until)
+        elif self.chain.latest.hub == self.self_id and self._lease_until > self._act_after > self._now:
+            deadlines.append(self._act_after)
         present = [deadline for deadline in deadlines if deadline is not None]
         return min(present) if present else None
 
@@ -322,7 +352,7 @@ class ElectionCore:
 
     def acting_term(self, now: float) -> int | None:
         """The term this node may act as hub in right now, or None: the hub role is lease-bound."""
-        if self._acting_term is not None and now < self._lease_until:
+        if self._acting_term is not None and self._act_after <= now < self._lease_until:
             return self._acting_term
         return None
 
@@ -337,6 +367,7 @@ class ElectionCore:
                 if latest.hub == self.self_id:
                     self._next_renew_at = now
                     self._renewing_since = now
+                    self._act_after = now + self._previous_lease_wait(latest)
                 if self.self_id in latest.council:
                     jitter = self._rng.uniform(0.0, self.config.election_jitter)
                     self._stand_at = now + self.config.lease_s + jitter
@@ -403,8 +434,17 @@ class ElectionCore:
         self._acting_term = None
         self._lease_until = NEVER
         self._renewals.clear()
+        won, self._won = self._won, None
+        if latest.hub == self.self_id:
+            if won is not None and won[0] == latest.term:
+                self._act_after = won[1]
+            else:
+                self._act_after = now + self._previous_lease_wait(latest)
+        else:
+            self._act_after = NEVER
         self._acceptor = self._load_acceptor(latest.term + 1)
         self._lease_promise_until = NEVER
+        self._last_renewal_at = now  # a new hub: silence is counted from its term's start
         self._seen_lease_until = None
         if self._campaign is not None and self._campaign.term <= latest.term:
             self._campaign = None
@@ -412,7 +452,7 @@ class ElectionCore:
         self._next_renew_at = now if latest.hub == self.self_id else None
         self._renewing_since = now
         if self.self_id in latest.council:
-            self._stand_at = now + self.config.lease_s + self._rng.uniform(0.0, self.config.election_jitter)
+            self._stand_at = now + self.config.silence_s + self._rng.uniform(0.0, self.config.election_jitter)
         else:
             self._stand_at = None
         self.counters["terms_learned"] += len(added)
@@ -478,6 +518,26 @@ class ElectionCore:
             return None
         return latest
 
+    def _hub_silent(self, now: float) -> bool:
+        """No renewal heard for `silence_s`: the hub is probably gone, so this member votes again.
+
+        Its promise may still be running; it reports what is left (`Accepted.lease_left_s`)
+        and the winner waits that out before acting, so voting early is safe and the
+        election overlaps the old lease instead of following it.
+        """
+        return now >= self._last_renewal_at + self.config.silence_s
+
+    def _previous_lease_wait(self, latest: HubTerm) -> float:
+        """How long a hub that did not measure the wait itself holds back: a whole previous lease.
+
+        Zero when the previous term was this node's own (a reconfiguration) or there is none.
+        """
+        previous = self.chain.terms.get(latest.term - 1)
+        if latest.term == 1 or (previous is not None and previous.hub == self.self_id):
+            return 0.0
+        lease = previous.lease_s if previous is not None else self.config.lease_s
+        return lease / (1 - self.config.drift_margin)
+
     def _binding_lease_left(self, now: float, sender: NodeId, previous: HubTerm) -> float:
         """Seconds this voter still refuses `sender` because of a lease promise or a recent restart."""
         if sender == previous.hub:
@@ -508,7 +568,9 @@ class ElectionCore:
             return
         acceptor = self._acceptor
         lease_left = self._binding_lease_left(now, sender, previous)
-        if lease_left > 0 or (acceptor.promised is not None and message.ballot.rank < acceptor.promised.rank):
+        if (lease_left > 0 and not self._hub_silent(now)) or (
+            acceptor.promised is not None and message.ballot.rank < acceptor.promised.rank
+        ):
             self.counters["prepare_rejected"] += 1
             self._send(sender, Reject(message.term, message.ballot, acceptor.promised, lease_left))
             return
@@ -540,10 +602,12 @@ class ElectionCore:
                 self.counters["propose_equivocation"] += 1
                 return
             assert acceptor.record is not None
-            self._send(sender, Accepted(acceptor.record))
+            self._send(sender, Accepted(acceptor.record, self._binding_lease_left(now, sender, previous)))
             return
         lease_left = self._binding_lease_left(now, sender, previous)
-        if lease_left > 0 or (acceptor.promised is not None and message.ballot.rank < acceptor.promised.rank):
+        if (lease_left > 0 and not self._hub_silent(now)) or (
+            acceptor.promised is not None and message.ballot.rank < acceptor.promised.rank
+        ):
             self.counters["propose_rejected"] += 1
             self._send(sender, Reject(message.term, message.ballot, acceptor.promised, lease_left))
             return
@@ -553,7 +617,9 @@ class ElectionCore:
         assert acceptor.record is not None
         self._yield_to(now, sender, message.term)
         self._defer_standing(now)
-        self._send(sender, Accepted(acceptor.record))
+        if lease_left > 0:
+            self.counters["accepted_during_silent_lease"] += 1
+        self._send(sender, Accepted(acceptor.record, lease_left))
 
     def _valid_value(self, value: HubValue) -> bool:
         ledger = self.store.ledger
@@ -619,11 +685,12 @@ class ElectionCore:
             return
         until = now + min(message.lease_s, latest.lease_s)
         self._lease_promise_until = max(self._lease_promise_until, until)
+        self._last_renewal_at = now
         if sender != self.self_id:
             self._seen_lease_until = until
         if self._stand_at is not None:
             jitter = self._rng.uniform(0.0, self.config.election_jitter)
-            self._stand_at = max(self._stand_at, self._lease_promise_until + jitter)
+            self._stand_at = max(self._stand_at, now + self.config.silence_s + jitter)
         self._send(sender, LeaseAck(message.term, message.renewal))
 
     # ---- proposer (candidate) --------------------------------------------------------------
@@ -633,8 +700,9 @@ class ElectionCore:
         if previous is None or self.self_id not in previous.council:
             self._stand_at = None
             return
-        if not reconfigure and now < self._lease_promise_until and previous.hub != self.self_id:
-            self._stand_at = self._lease_promise_until + self._rng.uniform(0.0, self.config.election_jitter)
+        if not reconfigure and not self._hub_silent(now) and previous.hub != self.self_id:
+            jitter = self._rng.uniform(0.0, self.config.election_jitter)
+            self._stand_at = self._last_renewal_at + self.config.silence_s + jitter
             return
         term = previous.term + 1
         promised = self._acceptor.promised
@@ -721,6 +789,9 @@ class ElectionCore:
         if body.accepted != campaign.ballot or body.value != campaign.value:
             return
         campaign.accepts[sender] = message.vote
+        previous = self.chain.latest
+        bound = previous.lease_s if previous is not None else self.config.lease_s
+        campaign.wait = max(campaign.wait, min(message.lease_left_s, bound))
         if len(campaign.accepts) < campaign.needed:
             return
         assert campaign.value is not None
@@ -735,6 +806,11 @@ class ElectionCore:
         self._failed_campaigns = 0
         self._round_timeout = max(self.config.round_timeout, self._round_timeout / 2)
         self.counters["campaigns_won"] += 1
+        if campaign.value.hub == self.self_id:
+            # Every majority that acknowledged the previous hub's lease shares a member with
+            # this accept quorum, and that member reported how long its promise still ran:
+            # the previous lease ends before the longest report has passed (drift-adjusted).
+            self._won = (campaign.term, now + campaign.wait / (1 - self.config.drift_margin))
         self._publish(record)
         for member in dict.fromkeys([*campaign.electorate, campaign.value.hub]):
             if member != self.self_id:
@@ -801,11 +877,8 @@ class ElectionCore:
         if until <= now:
             return
         self._lease_until = max(self._lease_until, until)
-        if self._acting_term != latest.term:
-            self._acting_term = latest.term
-            self._last_reconfigure = now
-            self.counters["became_hub"] += 1
-            self._effects.append(BecameHub(latest.term, list(latest.council)))
+        if not self._maybe_start_acting(now):
+            return
         if self._council_announced < latest.term:
             self._council_announced = latest.term
             body = CouncilBody(latest.term, self.self_id, list(latest.council))
@@ -815,6 +888,18 @@ class ElectionCore:
             self._last_lease_record = now
             body_lease = LeaseBody(latest.term, message.renewal, self._lease_until - now)
             self._publish(make_lease(self.identity, self.store.mesh_id, self._seq(), body_lease))
+
+    def _maybe_start_acting(self, now: float) -> bool:
+        """Act as hub once the council granted a lease and the previous hub's lease is surely over."""
+        latest = self.chain.latest
+        if latest is None or latest.hub != self.self_id or now >= self._lease_until or now < self._act_after:
+            return self._acting_term is not None and self._act_after <= now < self._lease_until
+        if self._acting_term != latest.term:
+            self._acting_term = latest.term
+            self._last_reconfigure = now
+            self.counters["became_hub"] += 1
+            self._effects.append(BecameHub(latest.term, list(latest.council)))
+        return True
 
     def _renewals_futile(self, now: float) -> bool:
         """Not acting, and no majority acknowledged a renewal for two leases: stop renewing.

@@ -12,7 +12,7 @@ from typing import Annotated, Any, cast
 import msgspec
 
 from protocols.common.wire import WireStruct, decode
-from protocols.election.records import MAX_COUNCIL, Ballot, HubValue, LeaseSeconds
+from protocols.election.records import MAX_COUNCIL, MAX_LEASE_S, Ballot, HubValue, LeaseSeconds
 from protocols.records.fencing import Term
 from protocols.records.record import Record
 
@@ -42,9 +42,15 @@ class Propose(WireStruct, frozen=True, tag="el-propose"):
 
 
 class Accepted(WireStruct, frozen=True, tag="el-accepted"):
-    """Phase 2 answer: the voter's signed vote record naming the accepted ballot and value."""
+    """Phase 2 answer: the voter's signed vote record naming the accepted ballot and value.
+
+    `lease_left_s`: how long the voter's promise to the previous hub still ran when it
+    accepted (it accepts during that promise only once the hub has gone silent). The
+    winner must not act before the longest of these has passed: see the election core.
+    """
 
     vote: Record
+    lease_left_s: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_LEASE_S)] = 0.0
 
 
 class Reject(WireStruct, frozen=True, tag="el-reject"):

@@ -21,6 +21,8 @@ The same function without busy processes is the baseline the loaded run is compa
 with (`busy=0`).
 
 Busy processes are pure-Python spin loops at the nodes' priority (nice 0, the default),
+each in a session of its own like each node (under autogroup scheduling a session is
+the unit the kernel shares CPU between, so this is what "the same priority" means there),
 each bounded three ways so none outlives the run: a wall-clock deadline inside its
 loop, an RLIMIT_CPU the kernel enforces, and an exit as soon as its parent (this
 process) is gone; `BusyLoad.stop` also kills them in a `finally`. Their command line
@@ -267,6 +269,10 @@ class BusyLoad:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                # Each in a session of its own, as every node is: with the kernel's autogroup
+                # scheduling (sched_autogroup_enabled), CPU is shared between sessions first, so
+                # spin loops sharing one session would weigh as much as one node, not as four.
+                start_new_session=True,
             )
             self.processes.append(process)
             with contextlib.suppress(psutil.Error):

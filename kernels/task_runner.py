@@ -21,6 +21,14 @@ A task is its process group: when its main process ends, what it left behind is 
 Thread-based, so a trio actor calls the quick methods directly and `wait` through
 `trio.to_thread.run_sync`; the runner's one thread lives between `open()` and `close()`
 (or the `with` block) and also spawns the tasks, so that they can die with it.
+
+The thread costs nothing while no task runs: it then blocks on an event with no
+timeout, woken by a start (once to spawn, once more when the task is registered), a
+limits update or `close()`. While tasks run it wakes every `tick_s` to reap, meter and
+throttle them and every 0.5 s to check the hours. The hours matter without tasks only
+for what the runner reports and refuses, so `refusal_reasons`, `pause_reasons` and
+`snapshot` check them themselves. (Before issue 13 it polled every 0.25 s forever, a
+constant idle cost in every node.)
 """
 
 from __future__ import annotations
@@ -232,6 +240,7 @@ class TaskRunner:
     @property
     def pause_reasons(self) -> dict[str, str]:
         with self._lock:
+            self._check_hours(time.monotonic())  # the idle supervisor does not
             return dict(self._pause_reasons)
 
     def block_new_work(self, reasons: Sequence[str]) -> None:
@@ -319,6 +328,7 @@ class TaskRunner:
             self._tasks[task_id] = _Task(handle, time.monotonic(), meter, leaf)
             if self._stopped:  # joins a stopped world: paused or out of CPU tokens
                 signal_tree(pid, meter.members, signal.SIGSTOP)
+        self._wake.set()  # the supervisor may have gone to sleep with no task to meter
         return handle
 
     def running(self) -> list[TaskHandle]:
@@ -366,6 +376,7 @@ class TaskRunner:
         """Live state for `status` and the dashboard (JSON-ready)."""
         with self._lock:
             now = time.monotonic()
+            self._check_hours(now)  # the idle supervisor does not
             return {
                 "enforcement": self.enforcement,
                 "enforcement_note": self.enforcement_note,
@@ -601,6 +612,14 @@ class TaskRunner:
                 request.future.set_result(pid)
 
     def _supervise(self) -> None:
+        """Meter, throttle and reap while tasks run; block, without a timeout, while none do.
+
+        A start wakes this thread twice: to spawn (the request is queued) and once the
+        task is registered (`start` sets the event after adding it to `_tasks`). The
+        event is cleared before the work, so a wake-up that arrives meanwhile is kept,
+        and `busy` is read under the lock `start` registers under: either this pass
+        sees the new task, or the wake-up comes after the clear and the wait returns.
+        """
         while not self._closing:
             self._wake.clear()  # before the work, so a wake-up during it is not lost
             self._spawn_pending()
@@ -610,7 +629,10 @@ class TaskRunner:
                 self._check_hours(now)
                 self._meter_and_throttle(now)
                 busy = bool(self._tasks)
-            self._wake.wait(self._tick_s if busy else 0.25)
+            if busy:
+                self._wake.wait(self._tick_s)
+            else:
+                self._wake.wait()
         self._spawn_pending()  # answer late requests; close() kills what they started
 
 

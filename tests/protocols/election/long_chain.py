@@ -1,4 +1,4 @@
-"""A long hub chain with real signatures, and a founder's data directory holding it, for checkpoint
+"""A long hub chain with real signatures, and members' data directories holding it, for checkpoint
 tests and the long-chain join benchmark.
 
 Term 1 is the founder's; every later term is won by the next council member in turn (so
@@ -10,6 +10,7 @@ with its own consecutive seqs, so the records merge into a store like a real mes
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,32 +92,28 @@ class LongChain:
         return record
 
 
-def build_long_chain(
-    terms: int, members: int = 4, council_size: int = 3, seed: int = 0, final_council: int | None = None
-) -> LongChain:
+def build_long_chain(terms: int, members: int = 4, council_size: int = 3, seed: int = 0) -> LongChain:
     """`terms` terms over a mesh of the founder and `members` others; the council is the founder
-    and the first `council_size - 1` members, each winning a term in turn. `final_council`
-    shrinks the last term's council to that many (the founder first, as hub)."""
+    and the first `council_size - 1` members, each winning a term in turn (term t: member
+    (t - 1) mod council size, the founder first)."""
     chain = LongChain(make_mesh(members, seed))
     council = [identity.node_id for identity in chain.mesh.everyone[:council_size]]
     for term in range(1, terms + 1):
-        hub = council[(term - 1) % len(council)]
-        if term == terms and final_council is not None:
-            chain.extend(HubValue(council[0], council[:final_council], LEASE_S))
-        else:
-            chain.extend(HubValue(hub, council, LEASE_S))
+        chain.extend(HubValue(council[(term - 1) % len(council)], council, LEASE_S))
     return chain
 
 
-def write_founder_dir(chain: LongChain, path: Path) -> None:
-    """A founder's data directory (key and database) holding the whole chain, as `ileices init`
-    and a long life as hub would have left it; `ileices up` runs it."""
+def write_data_dir(
+    chain: LongChain, path: Path, identity: NodeIdentity | None = None, extra: Sequence[Record] = ()
+) -> None:
+    """The data directory (key and database, holding the whole chain and `extra`) of `identity`
+    (default: the founder), as a long life in the mesh would have left it; `ileices up` runs it."""
     path.mkdir(parents=True)
     os.chmod(path, 0o700)
-    create_key_file(path / KEY_FILE, chain.mesh.founder)
+    create_key_file(path / KEY_FILE, identity or chain.mesh.founder)
     database = RecordDatabase(path / DATABASE_FILE)
     try:
         database.set_meta("mesh_id", chain.mesh.mesh_id)
-        database.save(RecordStore(chain.mesh.mesh_id).merge(chain.records()))
+        database.save(RecordStore(chain.mesh.mesh_id).merge([*chain.records(), *extra]))
     finally:
         database.close()

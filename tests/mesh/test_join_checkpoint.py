@@ -18,7 +18,7 @@ from mesh.joining import HUB_CHECKPOINT_META, Joining
 from mesh.node import Node, NodeConfig
 from mesh.record_database import RecordDatabase
 from protocols.join.invite import Invite, create_invite
-from tests.protocols.election.long_chain import LongChain, build_long_chain, write_founder_dir
+from tests.protocols.election.long_chain import LongChain, build_long_chain, write_data_dir
 
 TERMS = 200
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
@@ -30,8 +30,9 @@ def config() -> NodeConfig:
 
 @pytest.fixture(scope="module")
 def long_chain() -> LongChain:
-    # The founder ends as hub with itself as the whole council, so it holds its lease alone.
-    return build_long_chain(TERMS, final_council=1)
+    # A founder that re-elected itself term after term, alone: no other member exists that
+    # could be down, so the joiner's anti-entropy always reaches someone who answers.
+    return build_long_chain(TERMS, members=0, council_size=1)
 
 
 async def hub_term(node: Node) -> int:
@@ -59,7 +60,7 @@ def test_a_joiner_believes_the_latest_hub_at_once_and_again_after_a_restart_with
     tmp_path: Path, long_chain: LongChain
 ) -> None:
     founder_dir, joiner_dir = tmp_path / "founder", tmp_path / "joiner"
-    write_founder_dir(long_chain, founder_dir)
+    write_data_dir(long_chain, founder_dir)
 
     async def join_then_stop() -> None:
         async with trio.open_nursery() as nursery:
@@ -100,7 +101,7 @@ def test_without_the_checkpoint_a_joiner_verifies_from_term_one(
 ) -> None:
     monkeypatch.setattr(Joining, "trust_checkpoint", False)
     founder_dir, joiner_dir = tmp_path / "founder", tmp_path / "joiner"
-    write_founder_dir(long_chain, founder_dir)
+    write_data_dir(long_chain, founder_dir)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

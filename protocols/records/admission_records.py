@@ -1,20 +1,41 @@
-"""The record kinds that decide who belongs to a mesh: genesis, admission, revocation.
+"""The record kinds that decide who belongs to a mesh: genesis, admission, revocation, and the
+hub's revocations with the handovers that carry them across hubs.
 
 The mesh id is the hash of the genesis body, so a genesis record cannot be swapped for
 another one: whoever knows the mesh id can check the founder.
+
+- `revocation` (key = the member): the founder's; it counts for good.
+- `hub_revocation` (key = the member): the acting hub's, naming the term it holds, so
+  that any node can check the author was hub of that term (`protocols.records.admission`
+  has the rules and why).
+- `handover` (key = the term and seq): the revocations a new hub carries over from the
+  terms before its own, so they outlive the hub that issued them. One slot per record
+  (the seq is in the key): a hub can add handovers, never replace one.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
+
 from protocols.common.hashing import digest
 from protocols.common.identity import NodeIdentity
-from protocols.common.wire import WireStruct, decode, encode
+from protocols.common.wire import WireError, WireStruct, decode, encode
+from protocols.records.fencing import Term
 from protocols.records.record import Key32, Record, sign_record
 
 GENESIS = "genesis"
 ADMISSION = "admission"
 REVOCATION = "revocation"
-ADMISSION_KINDS = frozenset({GENESIS, ADMISSION, REVOCATION})
+HUB_REVOCATION = "hub_revocation"
+HANDOVER = "handover"
+ADMISSION_KINDS = frozenset({GENESIS, ADMISSION, REVOCATION, HUB_REVOCATION, HANDOVER})
+"""Every kind the ledger reads: a join reply carries them all, and a store applies them first."""
+
+LastValidSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+MAX_CARRIED = 65536
+"""Most revocations one handover carries (about 3 MB; far more members than a mesh has)."""
 
 
 class GenesisBody(WireStruct, frozen=True):
@@ -57,6 +78,38 @@ class RevocationBody(WireStruct, frozen=True):
     reason: str = ""
 
 
+class HubRevocationBody(WireStruct, frozen=True):
+    """The hub of `term` throws a member out: its records above `last_valid_seq` are refused.
+
+    `term` comes first, as in every hub-issued body (`protocols.records.fencing`).
+    """
+
+    term: Term
+    member: Key32
+    last_valid_seq: LastValidSeq
+    reason: str = ""
+
+
+class CarriedRevocation(WireStruct, frozen=True):
+    """One revocation a handover carries: who, from which seq on, and why."""
+
+    member: Key32
+    last_valid_seq: LastValidSeq
+    reason: str = ""
+
+
+class HandoverBody(WireStruct, frozen=True):
+    """The hub of `term` carries over the hub revocations that counted up to the term before."""
+
+    term: Term
+    revoked: Annotated[list[CarriedRevocation], msgspec.Meta(max_length=MAX_CARRIED)]
+
+
+def handover_key(term: int, seq: int) -> str:
+    """A handover's key: its term (zero-padded, so keys sort by term) and its own seq."""
+    return f"{term:020d}.{seq}"
+
+
 def mesh_id_of(body: GenesisBody) -> bytes:
     return digest(encode(body))
 
@@ -91,6 +144,28 @@ def make_revocation(
     return sign_record(identity, mesh, REVOCATION, member.hex(), seq, encode(body))
 
 
+def make_hub_revocation(
+    identity: NodeIdentity,
+    mesh: bytes,
+    seq: int,
+    term: int,
+    member: bytes,
+    last_valid_seq: int,
+    reason: str = "",
+) -> Record:
+    """The acting hub of `term` revokes `member` (its operator checks the lease, every node the term)."""
+    body = HubRevocationBody(term, member, last_valid_seq, reason)
+    return sign_record(identity, mesh, HUB_REVOCATION, member.hex(), seq, encode(body))
+
+
+def make_handover(
+    identity: NodeIdentity, mesh: bytes, seq: int, term: int, revoked: list[CarriedRevocation]
+) -> Record:
+    """The hub of `term` carries `revoked` over from the terms before it."""
+    body = HandoverBody(term, revoked)
+    return sign_record(identity, mesh, HANDOVER, handover_key(term, seq), seq, encode(body))
+
+
 def genesis_body(record: Record) -> GenesisBody:
     """Decode a genesis body (raises `WireError` when malformed)."""
     return decode(record.body, GenesisBody)
@@ -102,3 +177,19 @@ def admission_body(record: Record) -> AdmissionBody:
 
 def revocation_body(record: Record) -> RevocationBody:
     return decode(record.body, RevocationBody)
+
+
+def hub_revocation_body(record: Record) -> HubRevocationBody:
+    """Decode a hub revocation, checking its key names its member (raises `WireError` otherwise)."""
+    body = decode(record.body, HubRevocationBody)
+    if record.key != body.member.hex():
+        raise WireError("a hub revocation's key must be its member")
+    return body
+
+
+def handover_body(record: Record) -> HandoverBody:
+    """Decode a handover, checking its key names its term and seq (raises `WireError` otherwise)."""
+    body = decode(record.body, HandoverBody)
+    if record.key != handover_key(body.term, record.seq):
+        raise WireError("a handover's key must be its term and seq")
+    return body

@@ -28,6 +28,12 @@ Two different records with the same `(author, seq)` are an equivocation: both ar
 as evidence and the one with the smaller signature stays current, a rule every replica
 applies the same way.
 
+Revocation (`protocols.records.admission`): a revocation that counts cuts its member's
+records above its last valid seq (purged, and refused from then on); the hub's
+revocations are judged against the node's hub chain (`use_hub_terms`) and judged again
+when it changes (`recheck_revocations`). A hub record the chain would believe next is
+admitted even from a member the hub revoked (`AdmissionLedger.exempts`).
+
 Fencing: hub-issued kinds (`protocols/records/fencing.py`) carry the issuing hub's term; once
 the election core tells the store about term T (`raise_fence`), records of those kinds
 from older terms are refused (`FENCED`) and any already held are purged. For the clock a
@@ -49,8 +55,15 @@ from protocols.common.hashing import digest
 from protocols.common.identity import NodeId
 from protocols.common.identity import verify as ed25519_verify
 from protocols.common.wire import WireError, WireStruct
-from protocols.records.admission import ADMISSION_ORDER, AdmissionLedger
-from protocols.records.admission_records import ADMISSION, ADMISSION_KINDS, GENESIS, REVOCATION
+from protocols.records.admission import ADMISSION_ORDER, AdmissionLedger, HubTerms
+from protocols.records.admission_records import (
+    ADMISSION,
+    ADMISSION_KINDS,
+    GENESIS,
+    HANDOVER,
+    HUB_REVOCATION,
+    REVOCATION,
+)
 from protocols.records.fencing import HUB_ISSUED_KINDS, issued_term
 from protocols.records.record import Key32, Record, Verifier, verify_record
 
@@ -339,7 +352,7 @@ class RecordStore:
         if kind == GENESIS:
             if not self.ledger.check_genesis(record):
                 return Outcome.NOT_ADMITTED if self.ledger.genesis is None else Outcome.MALFORMED
-        elif seq > self._cutoffs.get(author, 0):
+        elif seq > self._cutoffs.get(author, 0) and not self.ledger.exempts(record):
             return Outcome.NOT_ADMITTED
         if kind in HUB_ISSUED_KINDS and (fenced := self._fence(record, verified, result)) is not None:
             return fenced
@@ -435,8 +448,42 @@ class RecordStore:
         elif record.kind == ADMISSION:
             self.ledger.accept_admission(record)
         elif record.kind == REVOCATION and self.ledger.valid_revocation(record):
-            for member, cutoff in self.ledger.accept_revocation(record).items():
+            self._purge_dropped(self.ledger.accept_revocation(record), result)
+        elif record.kind == HUB_REVOCATION:
+            self._purge_dropped(self.ledger.accept_hub_revocation(record), result)
+        elif record.kind == HANDOVER:
+            self._purge_dropped(self.ledger.accept_handover(record), result)
+
+    def _purge_dropped(self, dropped: dict[NodeId, int], result: MergeResult) -> None:
+        """Purge what the ledger's dropped cut-offs cut; the ledger then forgets the hub's records
+        among them, as a replica that refused them never held them."""
+        while dropped:
+            start = len(result.purged)
+            for member, cutoff in dropped.items():
                 self._purge_above(member, cutoff, result)
+            hubs = [r for r in result.purged[start:] if r.kind in (HUB_REVOCATION, HANDOVER)]
+            dropped = self.ledger.forget(hubs) if hubs else {}
+
+    def use_hub_terms(self, terms: HubTerms | None) -> MergeResult:
+        """Judge the hub's revocations by `terms` (the node's hub chain) from now on.
+
+        Returns what that purged, for the caller to delete from disk (a store loaded before
+        its node's election existed held the hub's revocations without judging them).
+        """
+        result = MergeResult([], Counter(), {}, [])
+        self._purge_dropped(self.ledger.use_hub_terms(terms), result)
+        return result
+
+    def recheck_revocations(self) -> MergeResult:
+        """The hub chain changed: judge the hub's revocations again and purge what they now cut.
+
+        Free when no hub revocation is held. The purged records and clock changes are the
+        caller's to persist; a member whose revocation stopped counting comes back by
+        anti-entropy (its clock entry here was cut with its records).
+        """
+        result = MergeResult([], Counter(), {}, [])
+        self._purge_dropped(self.ledger.recheck(), result)
+        return result
 
     def _remove(self, record: Record) -> None:
         slot = record.slot

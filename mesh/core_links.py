@@ -12,7 +12,14 @@ Each actor awaits its handler before its messages go out (`ProtocolActor._flush`
   are sent (a vote must never be sent undurable).
 
 The node's view of who is live is kept here, from `MemberChanged` events: the wiring and
-the other services read it instead of reaching into the membership actor's core.
+the other services read it instead of reaching into the membership actor's core. A
+member membership removed (`MemberRemoved`: its revocation counts) leaves that view, and
+its connections are closed.
+
+Revocation: the ledger judges the hub's revocations by the election's hub chain, which
+`election_started` attaches each time an election core is built (a restarted node's
+store was loaded before its chain existed); a changed chain rechecks them, and whatever
+that purges is deleted from disk here, with the next batch of events.
 """
 
 from __future__ import annotations
@@ -26,23 +33,28 @@ import trio
 
 from actors.protocol_actor import Command
 from mesh.hub_role import HubRoleManager
-from mesh.node_parts import DISSEMINATION, ELECTION, MEMBERSHIP, NodeParts
+from mesh.node_parts import DISSEMINATION, ELECTION, MEMBERSHIP, NodeError, NodeParts
 from protocols.common.effects import Event
 from protocols.common.identity import NodeId
 from protocols.dissemination.events import ClockAdvanced, RecordAccepted, RecordsPurged
 from protocols.election.events import BecameHub, HubChanged, Standing, SteppedDown
-from protocols.membership.events import LIVE_STATES, MemberChanged, MemberForgotten
-from protocols.records.admission_records import REVOCATION
+from protocols.membership.events import LIVE_STATES, MemberChanged, MemberForgotten, MemberRemoved
+from protocols.records.admission_records import HANDOVER, HUB_REVOCATION, REVOCATION, make_handover
 from protocols.records.manifest import MANIFEST
 from protocols.records.record import Record
+from protocols.records.store import MergeResult
 from protocols.wiring import (
+    CarryRevocations,
+    ChainTerms,
     CoreWiring,
     ElectionLiveSet,
     Feed,
     IntroduceMember,
     MemberLiveness,
     PublishOwn,
+    RecheckRevocations,
     RecordToElection,
+    RemoveMember,
     SetPeers,
     WiringConfig,
 )
@@ -62,9 +74,14 @@ class CoreLinks:
         # The node's election gets the full live set when its actor starts (see
         # `election_started`), and a small real mesh refreshes dissemination's peers at once.
         self.wiring = CoreWiring(
-            parts.node_id, self.live_peers, WiringConfig(peer_refresh_s=0.0), election_has_live_set=True
+            parts.node_id,
+            self.live_peers,
+            WiringConfig(peer_refresh_s=0.0),
+            election_has_live_set=True,
+            revoked=lambda: parts.store.ledger.removed(),
         )
         self._hub_logged: tuple[int, bytes] | None = None
+        self._unsaved: list[MergeResult] = []
 
     # ---- the node's live view -----------------------------------------------------------------
 
@@ -83,6 +100,22 @@ class CoreLinks:
     def membership_restarted(self) -> None:
         """A new membership core reports everyone afresh; forget what the old one said."""
         self._live.clear()
+
+    def election_started(self, core: Any) -> None:
+        """A new election core was built: the ledger judges the hub's revocations by its chain.
+
+        Synchronous, so that whoever reads the ledger next (the restart's `meet_known_members`)
+        sees them applied; what that purged is persisted with the next events, and membership
+        is told to drop the revoked at once.
+        """
+        parts = self._parts
+        result = parts.store.use_hub_terms(ChainTerms(core.chain))
+        if result.purged or result.clock_changes:
+            self._unsaved.append(result)
+        for feed in self.wiring.removals():
+            if isinstance(feed, RemoveMember):
+                self._live.pop(feed.member, None)
+                self._send(MEMBERSHIP, _remove_member(feed.member))
 
     # ---- events in ----------------------------------------------------------------------------------
 
@@ -103,6 +136,10 @@ class CoreLinks:
                     purged.extend(records)
                 case ClockAdvanced(changes=changes):
                     clock.update(changes)
+        unsaved, self._unsaved = self._unsaved, []
+        for result in unsaved:
+            purged.extend(result.purged)
+            clock = {**result.clock_changes, **clock}
         if accepted or purged or clock:
             await self._parts.persister.save_records([event.record for event in accepted], purged, clock)
         now, wall_now = trio.current_time(), time.time()
@@ -128,6 +165,9 @@ class CoreLinks:
                         self._live.pop(node, None)
             case MemberForgotten(node=node):
                 log.info("member %s forgotten (reclaim time passed)", node.hex()[:12])
+            case MemberRemoved(node=node):
+                log.info("member %s removed: its revocation counts", node.hex()[:12])
+                self._live.pop(node, None)
             case BecameHub(term=term):
                 self._hub_role.became_hub(term)
             case SteppedDown(reason=reason):
@@ -149,7 +189,7 @@ class CoreLinks:
         for record in accepted:
             if record.kind == MANIFEST:
                 self._parts.sender.forget(record.author)
-            elif record.kind == REVOCATION:
+            elif record.kind in (REVOCATION, HUB_REVOCATION, HANDOVER):
                 for node in list(transport.connected_peers()):
                     if not self._parts.store.ledger.is_member(node):
                         await transport.disconnect(node)
@@ -185,8 +225,42 @@ class CoreLinks:
                         to_election.append(_set_live_members(peers))
                 case PublishOwn(record=record):
                     await self._publish_own(record)
+                case RemoveMember(member=member):
+                    await self._remove(member)
+                case RecheckRevocations():
+                    result = self._parts.store.recheck_revocations()
+                    if result.purged or result.clock_changes:
+                        await self._parts.persister.save(result)
+                    await self._carry_out(self.wiring.removals())
+                case CarryRevocations(term=term):
+                    await self._carry_revocations(term)
         if to_election:
             self._send(ELECTION, _in_order(to_election))
+
+    async def _remove(self, member: NodeId) -> None:
+        """A revocation counts: membership drops the member for good, and its connections close."""
+        log.info("removing revoked member %s", member.hex()[:12])
+        self._live.pop(member, None)
+        self._send(MEMBERSHIP, _remove_member(member))
+        transport = self._parts.transport
+        if member in transport.connected_peers():
+            await transport.disconnect(member)
+
+    async def _carry_revocations(self, term: int) -> None:
+        """As new hub of `term`, sign the handover that carries the hub revocations over, if one is due."""
+        parts = self._parts
+        carried = parts.store.ledger.handover_due(term, parts.node_id)
+        if carried is None:
+            return
+        try:
+            record = await parts.publish(
+                lambda seq: make_handover(parts.identity, parts.store.mesh_id, seq, term, carried)
+            )
+        except NodeError as exc:
+            parts.counters["handover_refused"] += 1
+            log.warning("could not publish the handover of term %d: %s", term, exc)
+            return
+        log.info("handover of term %d carries %d revocation(s) (seq %d)", term, len(carried), record.seq)
 
     def _send(self, actor: str, action: Callable[[Any, float], object]) -> None:
         if not self._parts.actor(actor).try_send(Command(action)):
@@ -228,6 +302,10 @@ def _note_local_lag(lag: float) -> Callable[[Any, float], None]:
 
 def _add_member(member: NodeId) -> Callable[[Any, float], object]:
     return lambda core, now: core.add_member(now, member)
+
+
+def _remove_member(member: NodeId) -> Callable[[Any, float], object]:
+    return lambda core, now: core.remove_member(now, member)
 
 
 def _set_peers(peers: list[NodeId]) -> Callable[[Any, float], None]:

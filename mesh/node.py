@@ -228,6 +228,8 @@ class Node:
                 for member in store.ledger.members():
                     if member != node_id:
                         core.add_member(now, member)
+                for revoked in store.ledger.removed():  # barred for good, as in the core it replaces
+                    core.remove_member(now, revoked)
                 parts.counters["membership_restarted"] += 1
                 log.warning("membership restarted: contacting every admitted member again")
             return core
@@ -238,6 +240,8 @@ class Node:
             )
             # Membership reports changes only; a (re)started election needs today's view at once.
             core.set_live_members(trio.current_time(), links.live_peers())
+            # The ledger judges the hub's revocations by this core's chain.
+            links.election_started(core)
             return core
 
         def hardware_daemon() -> HardwareDaemon:

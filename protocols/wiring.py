@@ -17,7 +17,21 @@ own:
 3. **A record the election signed** (`PublishRecord`) is published through
    dissemination, after the peer list is brought up to date.
 4. **A hub changed** (`HubChanged`): a node that finds itself newly on the council and
-   whose election never had a full live set gets one now.
+   whose election never had a full live set gets one now; and the hub's revocations
+   are judged again against the changed chain (`RecheckRevocations`).
+5. **A revocation counts**: when a revocation, a handover or a changed chain cuts a
+   member out of the ledger (`AdmissionLedger.removed`), membership drops it for good
+   (`RemoveMember`); when membership reports it gone (`MemberRemoved`), dissemination's
+   peers and the election's live set lose it, as for a death.
+6. **This node became hub** (`BecameHub`): it carries the hub revocations that counted
+   before its term over into a handover (`CarryRevocations`), so they outlive the hub
+   that issued them (`protocols.records.admission` has the rules and why).
+
+Who was hub of which term is the election's hub chain; the ledger (records layer, below
+the election) reads it through `ChainTerms`, the `HubTerms` interface it defines,
+attached by each driver when it builds its election core. The chain is read
+synchronously and never written: it is the one piece of a core's state another reads,
+as the chain itself reads the ledger.
 
 The rules return *feeds*: typed instructions for one core (frozen dataclasses below). A
 driver carries them out in order: the simulator calls the cores directly, the real node
@@ -41,17 +55,23 @@ it the rule reads the event's own council, all the real node learns of the view.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from protocols.common.effects import Event
 from protocols.common.identity import NodeId
 from protocols.common.wire import WireError
 from protocols.dissemination.events import RecordAccepted
-from protocols.election.events import HubChanged, PublishRecord
-from protocols.election.records import HUB
-from protocols.membership.events import LIVE_STATES, MemberChanged
-from protocols.records.admission_records import ADMISSION, admission_body, introduces_member
+from protocols.election.events import BecameHub, HubChanged, PublishRecord
+from protocols.election.hub_chain import HubChain
+from protocols.election.records import HUB, hub_body
+from protocols.membership.events import LIVE_STATES, MemberChanged, MemberRemoved
+from protocols.records.admission_records import (
+    ADMISSION,
+    ADMISSION_KINDS,
+    admission_body,
+    introduces_member,
+)
 from protocols.records.fencing import LEASE
 from protocols.records.record import Record
 
@@ -113,7 +133,66 @@ class PublishOwn(Feed):
     record: Record
 
 
+@dataclass(frozen=True, slots=True)
+class RemoveMember(Feed):
+    """`MembershipCore.remove_member(now, member)`: a revocation counts; drain membership.
+
+    The real node also closes its connections to the member."""
+
+    member: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckRevocations(Feed):
+    """`RecordStore.recheck_revocations()` (the hub chain changed), then the feeds of
+    `CoreWiring.removals()`. The real node persists what it purged."""
+
+
+@dataclass(frozen=True, slots=True)
+class CarryRevocations(Feed):
+    """This node became hub of `term`: if `AdmissionLedger.handover_due(term, self)` says so,
+    sign a handover (`make_handover`) and publish it through dissemination."""
+
+    term: int
+
+
 NO_FEEDS: tuple[Feed, ...] = ()
+
+
+class ChainTerms:
+    """The `HubTerms` a ledger reads (`protocols.records.admission`), from an election's hub chain.
+
+    `vouches` checks a hub record as the chain would: one it believes, or the proof of
+    the term after its newest. Only records of members a hub revoked are asked about.
+    """
+
+    __slots__ = ("_chain",)
+
+    def __init__(self, chain: HubChain) -> None:
+        self._chain = chain
+
+    @property
+    def latest_term(self) -> int:
+        latest = self._chain.latest
+        return 0 if latest is None else latest.term
+
+    def hub_of(self, term: int) -> NodeId | None:
+        believed = self._chain.terms.get(term)
+        return None if believed is None else believed.hub
+
+    def vouches(self, record: Record) -> bool:
+        if record.kind != HUB:
+            return False
+        try:
+            body = hub_body(record)
+        except WireError:
+            return False
+        chain = self._chain
+        believed = chain.terms.get(body.term)
+        if believed is not None:
+            return believed.value == body.value
+        latest = chain.latest
+        return latest is not None and body.term == latest.term + 1 and chain.check(record, body)
 
 
 @dataclass(frozen=True)
@@ -127,6 +206,8 @@ class CoreWiring:
 
     __slots__ = (
         "_live_peers",
+        "_removed",
+        "_revoked",
         "_sits_on_council",
         "config",
         "election_has_live_set",
@@ -146,10 +227,14 @@ class CoreWiring:
         election_has_live_set: bool = False,
         in_council: bool = False,
         sits_on_council: Callable[[], bool] | None = None,
+        revoked: Callable[[], Iterable[NodeId]] | None = None,
     ) -> None:
         self.self_id = self_id
         self._live_peers = live_peers
         self._sits_on_council = sits_on_council
+        self._revoked = revoked
+        """Who a counting revocation names (`AdmissionLedger.removed`); None: no removals."""
+        self._removed: set[NodeId] = set()
         self.config = config or WiringConfig()
         self.peers_dirty = True
         self.peer_count = 0
@@ -174,11 +259,26 @@ class CoreWiring:
             case PublishRecord(record=record):
                 return (*self.before_publish(now), PublishOwn(record))
             case HubChanged():
-                return self._on_hub_changed(event)
+                return (*self._on_hub_changed(event), RecheckRevocations())
+            case MemberRemoved(node=node):
+                return self._on_member_removed(now, node)
+            case BecameHub(term=term):
+                return (CarryRevocations(term),)
         return NO_FEEDS
+
+    def removals(self) -> tuple[Feed, ...]:
+        """`RemoveMember` for each member a counting revocation names that membership still has
+        (each once). Drivers call it after a recheck and when a node starts."""
+        if self._revoked is None:
+            return NO_FEEDS
+        fresh = [node for node in self._revoked() if node not in self._removed and node != self.self_id]
+        self._removed.update(fresh)
+        return tuple(RemoveMember(node) for node in fresh)
 
     def _on_record_accepted(self, record: Record, wall_now: float) -> tuple[Feed, ...]:
         to_election = RecordToElection(record, record.kind in ELECTION_KINDS)
+        if record.kind in ADMISSION_KINDS and record.kind != ADMISSION:
+            return (to_election, *self.removals())
         if record.kind != ADMISSION:
             return (to_election,)
         try:
@@ -200,6 +300,19 @@ class CoreWiring:
         feeds: tuple[Feed, ...] = NO_FEEDS
         if self.election_has_live_set:
             feeds = (MemberLiveness(node, event.state in LIVE_STATES, self.in_council),)
+        if self.config.peer_refresh_s <= 0:
+            feeds = (*feeds, *self.refresh_peers(now))
+        return feeds
+
+    def _on_member_removed(self, now: float, node: NodeId) -> tuple[Feed, ...]:
+        """Membership dropped a revoked member: it leaves the peer list and the live set, as a death."""
+        self._removed.add(node)
+        if node == self.self_id:
+            return NO_FEEDS
+        self.peers_dirty = True
+        feeds: tuple[Feed, ...] = NO_FEEDS
+        if self.election_has_live_set:
+            feeds = (MemberLiveness(node, False, self.in_council),)
         if self.config.peer_refresh_s <= 0:
             feeds = (*feeds, *self.refresh_peers(now))
         return feeds

@@ -23,17 +23,22 @@ from protocols.election.messages import decode_election
 from protocols.membership.config import MembershipConfig
 from protocols.membership.core import MembershipCore
 from protocols.membership.messages import decode_membership
+from protocols.records.admission_records import make_handover
 from protocols.records.record import Record
 from protocols.records.seq_allocator import SeqAllocator
 from protocols.records.store import RecordStore
 from protocols.wiring import (
+    CarryRevocations,
+    ChainTerms,
     CoreWiring,
     ElectionLiveSet,
     Feed,
     IntroduceMember,
     MemberLiveness,
     PublishOwn,
+    RecheckRevocations,
     RecordToElection,
+    RemoveMember,
     SetPeers,
     WiringConfig,
 )
@@ -107,7 +112,11 @@ class SimNode(Endpoint):
             # a restarted node may sit on the council, from its persisted chain
             in_council=self._sits_on_council(),
             sits_on_council=self._sits_on_council,
+            revoked=lambda: store.ledger.removed(),
         )
+        # The ledger judges the hub's revocations by this node's chain (a restarted node's
+        # store held them unjudged since its election core went away).
+        store.use_hub_terms(ChainTerms(self.election.chain))
         super().__init__(
             identity.node_id,
             index,
@@ -121,8 +130,9 @@ class SimNode(Endpoint):
             self._apply(now, self.wiring.before_dissemination(now, ticking))
 
     def seed_peers(self, peers: list[NodeId]) -> None:
-        """A joining node gossips with its seeds until membership has told it more."""
-        self._apply(0.0, self.wiring.seed_peers(peers))
+        """A joining node gossips with its seeds until membership has told it more; a restarted
+        one bars the members its store says were revoked (after `membership.join`)."""
+        self._apply(0.0, (*self.wiring.seed_peers(peers), *self.wiring.removals()))
 
     def know_members(self) -> None:
         """Initial mesh: hand the members `add_member` just told membership to the other cores."""
@@ -164,6 +174,21 @@ class SimNode(Endpoint):
                 case PublishOwn(record=record):
                     self.dissemination.publish(now, record)
                     drain = DISSEMINATION
+                case RemoveMember(member=member):
+                    if self.membership.remove_member(now, member) and drain is None:
+                        drain = MEMBERSHIP
+                case RecheckRevocations():
+                    self.store.recheck_revocations()
+                    removing = self._apply(now, self.wiring.removals())
+                    if removing is not None:
+                        drain = removing
+                case CarryRevocations(term=term):
+                    carried = self.store.ledger.handover_due(term, self.identity.node_id)
+                    if carried is not None:
+                        record = make_handover(self.identity, self.store.mesh_id, self.seqs(), term, carried)
+                        self._apply(now, self.wiring.before_publish(now))
+                        self.dissemination.publish(now, record)
+                        drain = DISSEMINATION
         return drain
 
     def _sits_on_council(self) -> bool:

@@ -119,6 +119,11 @@ def rows(runs: dict[str, LoadRunResult]) -> list[tuple[str, list[str]]]:
         ("sample gap mean / max", each(lambda r: f"{r.mean_sample_gap_s:.2f} / {r.max_sample_gap_s:.2f} s")),
         ("status requests unanswered", each(lambda r: str(r.status_failures))),
         (
+            "status answer max, per node",
+            each(lambda r: ", ".join(f"{mx:.1f}" for _, mx in r.status_latency.values()) + " s"),
+        ),
+        ("status answers > 1 s", each(lambda r: str(len(r.slow_samples)))),
+        (
             "load average at start / mean / max",
             each(lambda r: f"{r.loadavg_start:.1f} / {r.loadavg_mean:.1f} / {r.loadavg_max:.1f}"),
         ),

@@ -58,17 +58,8 @@ SETUP_ALLOWANCE_S = 240.0
 also the slack a busy process's deadline gets beyond the measured window."""
 MEMBER_LINE = re.compile(r"^(\S+ \S+) .*member (\w+) is (suspect|dead|left)\b")
 ELECTION_LINE = re.compile(r"standing for hub|hub of term|hub role (started|stopped)|this node is the hub")
-MEMBERSHIP_COUNTERS = (
-    "declared_dead",
-    "late_timers",
-    "loop_lag",
-    "probes_excused",
-    "verdicts_postponed",
-    "probe_failures",
-    "indirect_probes",
-    "refutations",
-)
-"""The membership counters the report picks out, when the status document carries them."""
+SLOW_STATUS_S = 1.0
+"""A status answer slower than this is listed (a node, or this harness, was not scheduled)."""
 
 
 @dataclass
@@ -139,6 +130,10 @@ class LoadRunResult:
     samples: int = 0
     status_failures: int = 0
     """Status requests that got no answer (within 10 s) during the window."""
+    status_latency: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per node: (median, max) seconds its control socket took to answer `status`."""
+    slow_samples: list[tuple[float, str, float]] = field(default_factory=list)
+    """(at, node, seconds) of every status answer slower than `SLOW_STATUS_S`."""
     mean_sample_gap_s: float = 0.0
     max_sample_gap_s: float = 0.0
     agreed_samples: int = 0
@@ -222,6 +217,7 @@ class LoadRunResult:
             f"{self.suspect_sightings}; exited: {self.exited}",
             f"hub acting {hub} ({self.hub_acting_samples}/{self.hub_samples}, unknown "
             f"{self.hub_unknown_samples}); gaps {self.hub_gaps[:10]}; terms {self.hub_terms}",
+            f"status answers (median, max) {self.status_latency}; slow {self.slow_samples[:10]}",
             f"convergence: initial {self.initial_convergence_s}, notes agreed max {self.note_agreed_max_s}, "
             f"reached all max {self.note_reached_all_max_s}",
         ]
@@ -372,16 +368,27 @@ def _log_report(
 
 
 class _Sampler:
-    """Polls every node's status at once (threads: a slow node must not delay the others)."""
+    """Polls every node's status at once (threads: a slow node must not delay the others), and
+    remembers how long each node took to answer."""
 
     def __init__(self, mesh: ProcessMesh, nodes: Sequence[NodeProcess]) -> None:
         self.mesh = mesh
         self.nodes = list(nodes)
         self.pool = ThreadPoolExecutor(max_workers=len(self.nodes))
+        self.latencies: dict[str, list[float]] = {node.name: [] for node in self.nodes}
+
+    def _timed(self, node: NodeProcess) -> tuple[dict[str, Any] | None, float]:
+        started = time.monotonic()
+        document = self.mesh.try_status(node)
+        return document, time.monotonic() - started
 
     def poll(self) -> dict[str, dict[str, Any] | None]:
-        futures = {node.name: self.pool.submit(self.mesh.try_status, node) for node in self.nodes}
-        return {name: future.result() for name, future in futures.items()}
+        futures = {node.name: self.pool.submit(self._timed, node) for node in self.nodes}
+        documents: dict[str, dict[str, Any] | None] = {}
+        for name, future in futures.items():
+            documents[name], took = future.result()
+            self.latencies[name].append(took)
+        return documents
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -493,8 +500,12 @@ def _watch(
                 pending_notes.append(published)
                 note_index += 1
                 next_note = now + note_every
+            polled_at = time.monotonic() - started
             documents = sampler.poll()
             at = time.monotonic() - started
+            for name, latencies in sampler.latencies.items():
+                if latencies[-1] > SLOW_STATUS_S:
+                    result.slow_samples.append((round(polled_at, 1), name, round(latencies[-1], 2)))
             last_documents = documents
             loads.append(os.getloadavg()[0])
             if previous_at is not None:
@@ -569,6 +580,9 @@ def _watch(
     if hub_gap_start is not None:
         result.hub_gaps.append((round(hub_gap_start, 1), round(elapsed - hub_gap_start, 1)))
     result.hub_acting_time_fraction = None if timed == 0 else acting_time / timed
+    for name, latencies in sampler.latencies.items():
+        ordered = sorted(latencies) or [0.0]
+        result.status_latency[name] = (round(ordered[len(ordered) // 2], 3), round(ordered[-1], 3))
     result.mean_sample_gap_s = sum(gaps) / len(gaps) if gaps else 0.0
     result.max_sample_gap_s = max(gaps, default=0.0)
     result.loadavg_mean = sum(loads) / len(loads) if loads else 0.0

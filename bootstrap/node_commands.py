@@ -269,7 +269,9 @@ def revoke(
     data_dir: DataDirOption,
     reason: Annotated[str, typer.Option("--reason", help="Recorded with the revocation.")] = "",
 ) -> None:
-    """Revoke a member: its new records are refused everywhere and its connections closed."""
+    """Revoke a member: its new records are refused everywhere, it leaves every member list, its
+    connections close and it cannot join again. Run it on the founder's node or on the acting hub's
+    (while it holds its lease; `status` shows `acting_here`)."""
     try:
         if len(bytes.fromhex(node)) != 32:
             raise ValueError

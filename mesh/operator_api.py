@@ -20,7 +20,7 @@ from protocols.common.identity import NodeId
 from protocols.election.core import HubView
 from protocols.join.invite import HubContact, create_invite, encode_token
 from protocols.membership.events import MemberState
-from protocols.records.admission_records import make_revocation
+from protocols.records.admission_records import make_hub_revocation, make_revocation
 from protocols.records.record import MAX_KEY_CHARS, Record, sign_record
 
 NOTE = "note"
@@ -121,16 +121,55 @@ class OperatorApi:
         }
 
     async def revoke(self, member: NodeId, reason: str = "") -> Record:
+        """Revoke `member`: the founder's revocation counts for good; the acting hub's names the term
+        whose lease it holds, and every node checks that term against its hub chain
+        (`protocols.records.admission`). Anyone else is refused with one line saying who may.
+
+        The member's last valid seq is the highest of its records this node holds: what it
+        published before now still counts, nothing after.
+        """
         parts = self._parts
         store = parts.store
-        if store.ledger.founder != parts.node_id:
-            raise NodeError("only the mesh's founder may revoke members in this version")
-        if not store.ledger.is_member(member):
-            raise NodeError(f"{member.hex()[:16]} is not a member")
+        ledger = store.ledger
+        founder = ledger.founder
+        name = member.hex()[:16]
+        if member == parts.node_id:
+            raise NodeError("a node cannot revoke itself")
+        if member == founder:
+            raise NodeError("the mesh's founder cannot be revoked")
+        if not ledger.is_member(member):
+            problem = "was revoked already" if member in ledger.revoked() else "is not a member"
+            raise NodeError(f"{name} {problem}")
         last = store.highest_seq(member)
-        return await parts.publish(
-            lambda seq: make_revocation(parts.identity, store.mesh_id, seq, member, last, reason)
+        if founder == parts.node_id:
+            return await parts.publish(
+                lambda seq: make_revocation(parts.identity, store.mesh_id, seq, member, last, reason)
+            )
+        view, term, _ = await self.hub()
+        if term is None:
+            hub = (
+                "no hub is known yet"
+                if view is None
+                else f"the hub is {view.hub.hex()[:16]} (term {view.term})"
+            )
+            raise NodeError(
+                "only the mesh's founder or the acting hub (while it holds its lease) may revoke "
+                f"members; this node is neither: {hub}"
+            )
+        if ledger.spares(member):
+            raise NodeError(
+                f"{name} has been hub since the last handover, so the hub cannot revoke it; the founder can"
+            )
+        record = await parts.publish(
+            lambda seq: make_hub_revocation(parts.identity, store.mesh_id, seq, term, member, last, reason)
         )
+        if ledger.is_member(member):
+            # The lease ran out, or a newer term arrived, between the check and the signing.
+            raise NodeError(
+                f"the revocation of {name} (term {term}) was published but does not count here: "
+                "this node is no longer the acting hub; try again on the acting hub"
+            )
+        return record
 
     async def publish_note(self, key: str, value: str) -> Record:
         """Publish (or replace) this node's note `key`: a small signed fact every member gets."""
@@ -192,6 +231,7 @@ class OperatorApi:
             "listen": parts.public_addresses(),
             "counters": {
                 "records": {k.value: v for k, v in store.counters.items()},
+                "revocations": dict(store.ledger.verdicts),
                 "refused_clock_claims": {k.value: v for k, v in store.claim_refusals.items()},
                 "quarantined_at_load": self._quarantined,
                 "transport": parts.transport.counters.snapshot(),

@@ -94,6 +94,9 @@ class JoinService:
         parts = self._parts
         invite = request.invite
         check_invite(invite, mesh=parts.store.mesh_id, now=time.time())
+        refusal = parts.store.ledger.refusal_for(peer)
+        if refusal is not None:  # an invite cannot bring back a revoked node
+            raise NodeError(refusal)
         self._check_inviter_standing(invite)
         if parts.store.ledger.is_member(peer):
             existing = [r for r in parts.store.of_kind(ADMISSION) if admission_body(r).member == peer]

@@ -134,6 +134,9 @@ class LoadRunResult:
     """Per node: (median, max) seconds its control socket took to answer `status`."""
     slow_samples: list[tuple[float, str, float]] = field(default_factory=list)
     """(at, node, seconds) of every status answer slower than `SLOW_STATUS_S`."""
+    lag_reports: list[tuple[float, str, int, int]] = field(default_factory=list)
+    """(at, node, new reports, worst ms so far) whenever a node's `loop_lag_reports` grew between
+    samples: when its event loop ran late (the node's counters, read each sample)."""
     mean_sample_gap_s: float = 0.0
     max_sample_gap_s: float = 0.0
     agreed_samples: int = 0
@@ -218,6 +221,7 @@ class LoadRunResult:
             f"hub acting {hub} ({self.hub_acting_samples}/{self.hub_samples}, unknown "
             f"{self.hub_unknown_samples}); gaps {self.hub_gaps[:10]}; terms {self.hub_terms}",
             f"status answers (median, max) {self.status_latency}; slow {self.slow_samples[:10]}",
+            f"loop lag reports (at, node, new, worst ms) {self.lag_reports[:20]}",
             f"convergence: initial {self.initial_convergence_s}, notes agreed max {self.note_agreed_max_s}, "
             f"reached all max {self.note_reached_all_max_s}",
         ]
@@ -477,6 +481,7 @@ def _watch(
     next_note = min(note_every, duration / 2)
     note_index = 0
     last_documents: dict[str, dict[str, Any] | None] = {}
+    lag_seen: dict[str, int] = {}
     try:
         while True:
             now = time.monotonic() - started
@@ -526,6 +531,16 @@ def _watch(
                 for note in pending_notes:
                     note.agreed_s = round(at - note.published_at_s, 2)
                 pending_notes.clear()
+            for name, document in documents.items():
+                if document is not None:
+                    counters = document.get("counters", {}).get("node", {})
+                    reports = int(counters.get("loop_lag_reports", 0))
+                    if reports > lag_seen.get(name, 0):
+                        worst = int(counters.get("loop_lag_worst_ms", 0))
+                        result.lag_reports.append(
+                            (round(at, 1), name, reports - lag_seen.get(name, 0), worst)
+                        )
+                        lag_seen[name] = reports
             # ---- false deaths ----
             for observer, document in documents.items():
                 if document is None or not all_running:

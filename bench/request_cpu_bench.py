@@ -9,12 +9,15 @@ two transports of its own:
   negotiation per request, then the close handshake.
 - `long-lived`: the default, every request a frame on the peer's one mux stream.
 
-For each, after a warm-up, `--requests` sequential requests (and the same number in
-batches of `--concurrency` at once) are timed; CPU is the process time of *both*
-processes (requester: `time.process_time`, responder: psutil's user + system of its
-pid) over the batch, divided by the requests. Wall time per request is reported too.
-Process time is the process's own CPU, so other load on the machine inflates the
-wall figures but hardly the CPU ones.
+For each, after a warm-up, three batches are timed: `--requests` back to back,
+the same number in groups of `--concurrency` at once, and a fifth as many `spaced`
+`--gap` seconds apart (50 ms), the shape of an idle mesh's traffic: there every
+QUIC packet is acknowledged by an ACK-only packet of its own (aioquic acknowledges
+after 1 ms), while back-to-back requests carry each other's ACKs. CPU is the process
+time of *both* processes (requester: `time.process_time`, responder: psutil's user +
+system of its pid) over the batch, divided by the requests; wall time per request is
+reported too (for `spaced`, minus the gaps). Process time is the process's own CPU,
+so other load on the machine inflates the wall figures but hardly the CPU ones.
 
 Usage: .venv/bin/python bench/request_cpu_bench.py [--requests 500] [--rounds 3] [--json]
 """
@@ -61,8 +64,14 @@ def cpu_of(process: psutil.Process) -> float:
 
 
 async def measure_mode(
-    mode: str, peer: NodeId, addrs: list[str], server: psutil.Process, requests: int, payload_size: int,
+    mode: str,
+    peer: NodeId,
+    addrs: list[str],
+    server: psutil.Process,
+    requests: int,
+    payload_size: int,
     concurrency: int,
+    gap: float,
 ) -> dict[str, float]:
     payload = b"p" * payload_size
     results: dict[str, float] = {}
@@ -84,13 +93,19 @@ async def measure_mode(
                     for _ in range(concurrency):
                         nursery.start_soon(one)
 
+        async def spaced() -> None:
+            for _ in range(max(1, requests // 5)):
+                await trio.sleep(gap)
+                assert await transport.request(peer, ECHO, payload, timeout=10) == payload
+
         for name, run, count in (
             ("sequential", sequential, requests),
             ("concurrent", concurrent, requests // concurrency * concurrency),
+            ("spaced", spaced, max(1, requests // 5)),
         ):
             client_cpu, server_cpu, wall = time.process_time(), cpu_of(server), time.perf_counter()
             await run()
-            wall = time.perf_counter() - wall
+            wall = time.perf_counter() - wall - (count * gap if name == "spaced" else 0.0)
             client_cpu = time.process_time() - client_cpu
             server_cpu = cpu_of(server) - server_cpu
             results[f"{name}_cpu_ms"] = (client_cpu + server_cpu) / count * 1000
@@ -108,6 +123,7 @@ async def measure(
     rounds: int,
     payload_size: int,
     concurrency: int,
+    gap: float,
 ) -> dict[str, Any]:
     peer = bytes.fromhex(str(info["node_id"]))
     samples: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
@@ -115,12 +131,12 @@ async def measure(
         for mode in MODES:  # alternate, so drifting load hits both alike
             addrs = list(info["addrs"])
             samples[mode].append(
-                await measure_mode(mode, peer, addrs, server, requests, payload_size, concurrency)
+                await measure_mode(mode, peer, addrs, server, requests, payload_size, concurrency, gap)
             )
     results: dict[str, Any] = {}
     for mode, runs in samples.items():
         results[mode] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-    for name in ("sequential", "concurrent"):
+    for name in ("sequential", "concurrent", "spaced"):
         key = f"{name}_cpu_ms"
         results[f"{name}_cpu_ratio"] = results["per-request"][key] / results["long-lived"][key]
     return results
@@ -135,6 +151,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode (median)")
     parser.add_argument("--payload", type=int, default=100, help="request payload bytes")
     parser.add_argument("--concurrency", type=int, default=10, help="requests in flight at once")
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between spaced requests")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.serve:
@@ -146,7 +163,7 @@ def main() -> None:
         info = json.loads(server.stdout.readline())
         process = psutil.Process(server.pid)
         results = trio.run(
-            measure, info, process, args.requests, args.rounds, args.payload, args.concurrency
+            measure, info, process, args.requests, args.rounds, args.payload, args.concurrency, args.gap
         )
     finally:
         server.kill()
@@ -165,11 +182,12 @@ def main() -> None:
             f"  {mode:12s} sequential {r['sequential_cpu_ms']:6.2f} ms CPU "
             f"(requester {requester:.2f}, responder {responder:.2f}), "
             f"{r['sequential_wall_ms']:.2f} ms wall; {args.concurrency} at once "
-            f"{r['concurrent_cpu_ms']:6.2f} ms CPU, {r['concurrent_wall_ms']:.2f} ms wall"
+            f"{r['concurrent_cpu_ms']:6.2f} ms CPU, {r['concurrent_wall_ms']:.2f} ms wall; "
+            f"spaced {r['spaced_cpu_ms']:6.2f} ms CPU, {r['spaced_wall_ms']:.2f} ms wall"
         )
     print(
         f"  per-request / long-lived CPU: sequential {results['sequential_cpu_ratio']:.1f}x, "
-        f"concurrent {results['concurrent_cpu_ratio']:.1f}x"
+        f"concurrent {results['concurrent_cpu_ratio']:.1f}x, spaced {results['spaced_cpu_ratio']:.1f}x"
     )
 
 

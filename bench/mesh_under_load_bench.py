@@ -95,6 +95,11 @@ def rows(runs: dict[str, LoadRunResult]) -> list[tuple[str, list[str]]]:
                     )
         return ", ".join(f"{k} {v}" for k, v in sorted(found.items())) or "0"
 
+    def deaths(result: LoadRunResult, seen_in: str) -> str:
+        found = [death for death in result.false_deaths if death.seen_in == seen_in]
+        subjects = sorted({death.subject for death in found})
+        return f"{len(found)}" + (f" (of {', '.join(subjects)})" if found else "")
+
     def log_states(result: LoadRunResult) -> str:
         def total(field: str) -> str:
             totals: dict[str, int] = {}
@@ -136,7 +141,8 @@ def rows(runs: dict[str, LoadRunResult]) -> list[tuple[str, list[str]]]:
         ("harness CPU (sampling, notes)", each(lambda r: f"{r.harness_cpu_s:.1f} s")),
         ("nodes exited", each(lambda r: ", ".join(r.exited) or "none")),
         ("setup (founder up -> all 5 answer)", each(lambda r: f"{r.setup_s:.1f} s")),
-        ("false deaths (samples x observers)", each(lambda r: str(len(r.false_deaths)))),
+        ("false deaths: seen in status samples", each(lambda r: deaths(r, "status"))),
+        ("false deaths: dead/left verdicts logged", each(lambda r: deaths(r, "log"))),
         ("suspect sightings", each(lambda r: str(r.suspect_sightings))),
         ("member lines in node logs, window (setup)", each(log_states)),
         ("hub acting, after first acting", each(hub)),

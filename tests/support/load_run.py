@@ -20,6 +20,12 @@ processes occupy twice the machine's cores") and measures what the issue asks ab
 The same function without busy processes is the baseline the loaded run is compared
 with (`busy=0`).
 
+Deaths are caught twice: in the samples, and in every node's log (`member X is dead`),
+because a verdict that the member refutes within the second never shows in a 1 s sample.
+Expect a burst about 120 s after the nodes start, in every run: each node's hardware
+daemon runs its micro-benchmark then (in a thread of the node process), all five at
+nearly the same time, and `status` waits for it (it asks the hardware actor).
+
 Busy processes are pure-Python spin loops at the nodes' priority (nice 0, the default),
 each in a session of its own like each node (under autogroup scheduling a session is
 the unit the kernel shares CPU between, so this is what "the same priority" means there),
@@ -67,9 +73,12 @@ class FalseDeath:
     """`observer` showed `subject` as `state` (`dead`, `left` or `missing`) while all nodes ran."""
 
     at_s: float
+    """Seconds from the window's start (negative: during setup)."""
     observer: str
     subject: str
     state: str
+    seen_in: str = "status"
+    """`status`: in a sample of the observer's status; `log`: a verdict its node.log recorded."""
 
 
 @dataclass
@@ -343,32 +352,44 @@ def _log_time(stamp: str) -> float | None:
         return None
 
 
-def _log_report(
-    node: NodeProcess, names: dict[str, str], window_wall: float
-) -> tuple[dict[str, int], dict[str, int], list[str]]:
-    """Membership state lines of the node's log, counted before and during the window, and
-    those lines with the election's (members named a..e), the window's last 60."""
+@dataclass
+class _LogReport:
+    window: dict[str, int]
+    setup: dict[str, int]
+    lines: list[str]
+    verdicts: list[tuple[float, str, str]]
+    """(seconds from the window's start, negative before it; subject name; `dead` or `left`)."""
+
+
+def _log_report(node: NodeProcess, names: dict[str, str], window_wall: float) -> _LogReport:
+    """Membership state lines of the node's log, counted before and during the window, every
+    dead/left verdict it logged, and the window's member and election lines (members named
+    a..e), the last 60."""
     path = node.data_dir / "logs" / "node.log"
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
-        return {}, {}, []
+        return _LogReport({}, {}, [], [])
     setup: Counter[str] = Counter()
     window: Counter[str] = Counter()
     lines: list[str] = []
+    verdicts: list[tuple[float, str, str]] = []
     for line in text.splitlines():
         stamp = " ".join(line.split(" ", 2)[:2])
         at = _log_time(stamp)
         in_window = at is not None and at >= window_wall
         match = MEMBER_LINE.search(line)
         if match is not None:
-            (window if in_window else setup)[match.group(3)] += 1
+            state = match.group(3)
+            (window if in_window else setup)[state] += 1
             subject = next((n for prefix, n in names.items() if prefix.startswith(match.group(2))), "?")
+            if state in ("dead", "left") and at is not None:
+                verdicts.append((round(at - window_wall, 1), subject, state))
             if in_window:
-                lines.append(f"{stamp} {match.group(2)}({subject}) is {match.group(3)}")
+                lines.append(f"{stamp} {match.group(2)}({subject}) is {state}")
         elif in_window and ELECTION_LINE.search(line):
             lines.append(line[:200])
-    return dict(window), dict(setup), lines[-60:]
+    return _LogReport(dict(window), dict(setup), lines[-60:], verdicts)
 
 
 class _Sampler:
@@ -611,7 +632,12 @@ def _watch(
         cpu = _process_cpu(node) - cpu_before[node.name]
         document = last_documents.get(node.name) or mesh.try_status(node) or {}
         counters = document.get("counters", {})
-        log_states, log_states_setup, log_lines = _log_report(node, names, result.window_started_wall)
+        logged = _log_report(node, names, result.window_started_wall)
+        if not result.exited:
+            # Every node ran from its start to here, so every dead/left verdict is false; the
+            # 1 s samples miss verdicts a refutation undoes within the second, the log does not.
+            for at, subject, state in logged.verdicts:
+                result.false_deaths.append(FalseDeath(at, node.name, subject, state, "log"))
         result.nodes[node.name] = NodeReport(
             node_id=node.node_id,
             cpu_s=round(cpu, 2),
@@ -620,9 +646,9 @@ def _watch(
             election_counters=dict((document.get("hub") or {}).get("counters", {})),
             membership_counters=dict(counters.get("membership", {})),
             mailbox_dropped=dict(counters.get("mailbox_dropped", {})),
-            log_states=log_states,
-            log_states_setup=log_states_setup,
-            log_lines=log_lines,
+            log_states=logged.window,
+            log_states_setup=logged.setup,
+            log_lines=logged.lines,
         )
 
 

@@ -410,7 +410,6 @@ class MuxServer:
                     header += await read_exact(reader, HEADER_SIZE - len(header))
                 (length,) = HEADER.unpack(header)
                 if length > skip_cap:
-                    self._service.note("violation")
                     raise MuxProtocolError(f"frame of {length} bytes on a mux stream")
                 with trio.fail_after(self._frame_read_timeout):
                     if length > cap:
@@ -419,6 +418,7 @@ class MuxServer:
                     body = await read_exact(reader, length)
                 self._dispatch(body)
         except MuxProtocolError as exc:
+            self._service.note("violation")
             log.debug("mux protocol violation: %s", exc)
         except Exception as exc:  # reset, connection lost, truncated frame, read timeout
             log.debug("mux stream ended: %s", exc)

@@ -34,9 +34,11 @@ import trio
 from actors.protocol_actor import Command
 from mesh.hub_role import HubRoleManager
 from mesh.node_parts import DISSEMINATION, ELECTION, MEMBERSHIP, NodeError, NodeParts
+from mesh.routes import MESH_ROUTES
 from protocols.common.effects import Event
 from protocols.common.identity import NodeId
 from protocols.dissemination.events import ClockAdvanced, RecordAccepted, RecordsPurged
+from protocols.dissemination.messages import Push
 from protocols.election.events import BecameHub, HubChanged, Standing, SteppedDown
 from protocols.membership.events import LIVE_STATES, MemberChanged, MemberForgotten, MemberRemoved
 from protocols.records.admission_records import HANDOVER, HUB_REVOCATION, REVOCATION, make_handover
@@ -60,6 +62,9 @@ from protocols.wiring import (
 )
 
 log = logging.getLogger("mesh.node")
+
+REVOCATION_KINDS = (REVOCATION, HUB_REVOCATION, HANDOVER)
+RECORDS_PROTOCOL = next(route.protocol for route in MESH_ROUTES if route.actor == DISSEMINATION)
 
 RecordObserver = Callable[[Record, float, str], None]
 """Told of each accepted record once it is durable: (record, wall time, how it came)."""
@@ -189,9 +194,12 @@ class CoreLinks:
         for record in accepted:
             if record.kind == MANIFEST:
                 self._parts.sender.forget(record.author)
-            elif record.kind in (REVOCATION, HUB_REVOCATION, HANDOVER):
+            elif record.kind in REVOCATION_KINDS:
+                removed = set(self._parts.store.ledger.removed())
                 for node in list(transport.connected_peers()):
-                    if not self._parts.store.ledger.is_member(node):
+                    # The revoked were told and closed by `_remove`: closing again here could
+                    # cut that message short.
+                    if not self._parts.store.ledger.is_member(node) and node not in removed:
                         await transport.disconnect(node)
 
     def _log_hub(self, term: int, hub: NodeId, council: list[NodeId]) -> None:
@@ -238,13 +246,23 @@ class CoreLinks:
             self._send(ELECTION, _in_order(to_election))
 
     async def _remove(self, member: NodeId) -> None:
-        """A revocation counts: membership drops the member for good, and its connections close."""
+        """A revocation counts: membership drops the member for good, its connections close, and it is
+        sent the records that revoke it (nobody gossips with it any more, so it would never learn
+        otherwise, and would go on inviting and publishing in vain)."""
         log.info("removing revoked member %s", member.hex()[:12])
+        parts = self._parts
         self._live.pop(member, None)
         self._send(MEMBERSHIP, _remove_member(member))
-        transport = self._parts.transport
+        transport = parts.transport
         if member in transport.connected_peers():
             await transport.disconnect(member)
+        key = member.hex()
+        verdict = [
+            r for r in parts.store if r.kind in REVOCATION_KINDS and (r.kind == HANDOVER or r.key == key)
+        ]
+        if verdict:
+            parts.sender.forget(member)  # dial afresh: the connection was just closed
+            parts.sender.send(member, RECORDS_PROTOCOL, Push(verdict))
 
     async def _carry_revocations(self, term: int) -> None:
         """As new hub of `term`, sign the handover that carries the hub revocations over, if one is due."""

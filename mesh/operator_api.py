@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from actors.actor import ActorError
 from mesh.node_parts import DISSEMINATION, ELECTION, HARDWARE, MEMBERSHIP, NodeError, NodeParts
 from protocols.common.identity import NodeId
 from protocols.election.core import HubView
@@ -27,6 +28,8 @@ NOTE = "note"
 """Record kind of an operator's note: a small signed key/value any member may publish."""
 MAX_NOTE_BYTES = 4096
 ACCEPTANCE_LOG_SIZE = 4096
+VOLUNTEER_STATUS_WAIT_S = 2.0
+"""`status` waits this long for the hardware daemon, which is busy while it benchmarks the machine."""
 """How many recent (author, kind, key) acceptance times `lookup` remembers."""
 
 
@@ -65,6 +68,19 @@ class OperatorApi:
     async def hardware(self, message: object) -> Any:
         """Ask the hardware daemon (status, pause, resume, stop_all, SetLimits, RunTask)."""
         return await self._parts.actor(HARDWARE).call(message, timeout=self._parts.call_timeout)
+
+    async def _volunteer_status(self) -> dict[str, Any]:
+        """The hardware daemon's status, or a note that it is busy (measuring the machine)."""
+        try:
+            status: dict[str, Any] = await self._parts.actor(HARDWARE).call(
+                "status", timeout=VOLUNTEER_STATUS_WAIT_S
+            )
+        except ActorError as exc:
+            return {
+                "unavailable": f"the hardware daemon did not answer ({type(exc).__name__}); "
+                "it may be measuring this machine"
+            }
+        return status
 
     async def hub(self) -> tuple[HubView | None, int | None, dict[str, int]]:
         """The hub this node believes in, the term it acts in itself (if any), election counters."""
@@ -202,7 +218,11 @@ class OperatorApi:
 
     async def status(self) -> dict[str, Any]:
         parts = self._parts
-        infos: dict[NodeId, Any] = await parts.call_core(MEMBERSHIP, lambda core, now: core.members())
+        infos: dict[NodeId, Any]
+        membership_counters: dict[str, int]
+        infos, membership_counters = await parts.call_core(
+            MEMBERSHIP, lambda core, now: (core.members(), {**core.counters, "health": core.health})
+        )
         rows = [
             {
                 "node_id": parts.node_id.hex(),
@@ -227,13 +247,14 @@ class OperatorApi:
             "clock": {author.hex(): seq for author, seq in store.clock().items()},
             "state_digest": store.state_digest().hex(),
             "hub": await self.hub_status(),
-            "volunteer": await self.hardware("status"),
+            "volunteer": await self._volunteer_status(),
             "listen": parts.public_addresses(),
             "counters": {
                 "records": {k.value: v for k, v in store.counters.items()},
                 "revocations": dict(store.ledger.verdicts),
                 "refused_clock_claims": {k.value: v for k, v in store.claim_refusals.items()},
                 "quarantined_at_load": self._quarantined,
+                "membership": membership_counters,
                 "transport": parts.transport.counters.snapshot(),
                 "sender": dict(parts.sender.counters),
                 "node": dict(parts.counters),

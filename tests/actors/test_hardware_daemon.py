@@ -74,3 +74,44 @@ def test_pause_and_limits_persist_and_reach_the_manifest(tmp_path: Path) -> None
     assert published[-1]["limits"]["cpu_percent"] == 50.0
     assert json.dumps(published[-1])  # manifest details are plain JSON
     assert published[0]["hardware"]["logical_cores"] >= 1
+
+
+def test_the_micro_benchmark_runs_in_a_child_process_and_the_event_loop_keeps_going(tmp_path: Path) -> None:
+    """The benchmark's pure-Python parts hold the GIL for seconds; in-process they starved the node.
+
+    Its figures still come back (pickled from the child); the loop keeps ticking meanwhile.
+    """
+    from actors.hardware_daemon import _benchmark_in_child
+    from kernels.microbench import BenchConfig
+
+    config = BenchConfig(
+        matmul_size=64,
+        matmul_inner=1,
+        matmul_min_seconds=0.0,
+        bandwidth_mib=4,
+        bandwidth_inner=1,
+        latency_size=8,
+        latency_reps=10,
+        disk_mib=1,
+        include_torch=False,
+    )
+    worst_lag = 0.0
+
+    async def main() -> None:
+        nonlocal worst_lag
+
+        async def watch() -> None:
+            nonlocal worst_lag
+            while True:
+                start = trio.current_time()
+                await trio.sleep(0.01)
+                worst_lag = max(worst_lag, trio.current_time() - start - 0.01)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            report = await trio.to_thread.run_sync(_benchmark_in_child, tmp_path, 1, config)
+            assert report.matmul_gflops.median > 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert worst_lag < 0.5, f"the event loop stalled {worst_lag:.2f} s"

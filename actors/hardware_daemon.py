@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,7 +47,9 @@ class HardwareDaemonConfig:
     min_publish_interval: float = 60.0
     """Manifest updates are rate-limited to one per this many seconds."""
     benchmark_delay: float | None = 120.0
-    """Run the micro-benchmarks this long after start (None: never; use `ileices bench`)."""
+    """Run the micro-benchmarks this long (up to 1.5x, at random) after start.
+
+    None: never (use `ileices bench`)."""
     benchmark_runs: int = 1
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
 
@@ -104,7 +107,9 @@ class HardwareDaemon(Actor[HardwareMessage, Any]):
         self._started = trio.current_time()
         self.probe = await trio.to_thread.run_sync(probe_hardware, self.data_dir)
         if self.config.benchmark_delay is not None:
-            self._benchmark_at = self._started + self.config.benchmark_delay
+            # Spread over half the delay again: nodes started together (a demo, a test, a
+            # rack switched on at once) must not all benchmark at the same moment.
+            self._benchmark_at = self._started + self.config.benchmark_delay * random.uniform(1.0, 1.5)
         await self._check_guardrails()
 
     async def on_stop(self) -> None:

@@ -340,16 +340,31 @@ class AdmissionLedger:
         """Hold a hub revocation (it replaces the author's older one of the same member, as in the
         store) and recompute; return members whose cut-off dropped. Raises `WireError` when malformed."""
         body = hub_revocation_body(record)
-        self._hub_acts[(record.author, body.member)] = _HubAct(
-            record.seq, body.term, body.member, body.last_valid_seq, body.reason
-        )
-        return self._recompute()
+        slot = (record.author, body.member)
+        replaces = slot in self._hub_acts
+        self._hub_acts[slot] = _HubAct(record.seq, body.term, body.member, body.last_valid_seq, body.reason)
+        return self._recompute_unless_idle(record.author, body.term, replaces)
 
     def accept_handover(self, record: Record) -> dict[NodeId, int]:
         """Hold a handover and recompute; return members whose cut-off dropped. Raises `WireError`
         when malformed."""
         body = handover_body(record)
         self._handovers[(record.author, record.key)] = _Handover(record.seq, body.term, tuple(body.revoked))
+        return self._recompute_unless_idle(record.author, body.term, False, prefix="handover_")
+
+    def _recompute_unless_idle(
+        self, author: NodeId, term: int, replaces: bool, prefix: str = ""
+    ) -> dict[NodeId, int]:
+        """Recompute after taking in a hub record, unless it cannot count now: its term is not
+        believed here, or another node held it. Then only the verdicts change (the record is
+        judged again when the chain changes), so a member signing records under terms it never
+        held costs each node a dictionary update per record, not a recomputation."""
+        terms = self._hub_terms
+        if not replaces and terms is not None and self.genesis is not None:
+            hub = terms.hub_of(term) if term <= terms.latest_term else None
+            if hub != author:
+                self.verdicts[prefix + (Verdict.UNPROVEN if hub is None else Verdict.NOT_HUB)] += 1
+                return {}
         return self._recompute()
 
     def forget(self, purged: Iterable[Record]) -> dict[NodeId, int]:

@@ -340,3 +340,20 @@ def test_every_arrival_order_ends_in_the_same_ledger(order: random.Random, revea
         Verdict.SUPERSEDED: 1,
         "handover_counted": 1,
     }
+
+
+def test_a_handover_is_due_at_a_change_of_hub_or_when_there_is_something_to_carry() -> None:
+    m = Mesh(15)
+    chain = Chain({1: m.f.node_id, 2: m.f.node_id, 3: m.a.node_id})
+    store = m.store(chain)
+    assert store.ledger.handover_due(1, m.f.node_id) is None  # the founder's first term
+    assert store.ledger.handover_due(2, m.f.node_id) is None  # the same hub, nothing to carry
+    assert store.ledger.handover_due(3, m.a.node_id) == []  # a new hub: its predecessor stops being spared
+    chain.hubs[4] = m.a.node_id
+    store.merge([m.revoke(m.a, 3, m.c)])
+    carried = store.ledger.handover_due(4, m.a.node_id)  # the same hub, something to carry
+    assert carried is not None and [entry.member for entry in carried] == [m.c.node_id]
+    # A member signing under terms it never held costs no recomputation, only a count.
+    store.merge([m.revoke(m.b, 3, m.a), m.revoke(m.b, 50, m.f)])
+    assert member(store, m.a) and member(store, m.f)
+    assert store.ledger.verdicts[Verdict.NOT_HUB] == 1 and store.ledger.verdicts[Verdict.UNPROVEN] == 1

@@ -16,9 +16,11 @@ Two authorities revoke:
   node counts it only when its hub chain says the author was the hub of that term
   (`HubTerms`, below), the author has not been deposed since (no later term has another
   hub), and it spares the founder and the hubs since the newest handover (the author
-  included). When the hub changes, the new hub signs a `handover` that carries over
-  every hub revocation that counted up to the term before its own; from then on those
-  count through the newest handover, and the old hub's own records no longer do.
+  included). As a hub takes office in a term it signs a `handover` carrying over every
+  hub revocation that counted up to the term before (always when it takes over from
+  another hub, otherwise only when there is something to carry); from then on those
+  count through the newest handover (the handovers of the highest term that has any),
+  and the revocation records of earlier terms no longer do.
 
 Why this shape. Any member can sign a record claiming any term, and a deposed hub can
 go on signing under its old term; what no member can forge is the hub chain (each term
@@ -61,10 +63,17 @@ Checkpoints. A node that anchored its hub chain at a checkpoint knows no term be
 it, so it cannot check a revocation or handover of those terms; they wait there. Once
 the hub signs a handover in a term the node knows, all replicas agree again.
 
+What it does not undo: membership drops a revoked member for good
+(`MembershipCore.remove_member`), so a hub revocation that stops counting later (it
+lapsed, or a handover left it out) readmits the member to the ledger but not to the
+member tables of the nodes that had counted it.
+
 Cost: the admitted set is recomputed (O(admission records)) on a genesis, a revocation
-of either kind, a handover and, when hub revocations are held, a change of the hub
-chain; a new admission alone only extends the search. Judging the hub's records scans
-the terms between each one and the newest (rare records, short spans).
+of either kind, a handover and, when hub records are held, a change of the hub chain or
+a new admission; otherwise a new admission only extends the search, and a hub record
+that cannot count (its term unknown here, or not its author's) only updates the counts.
+Judging the hub's records scans the terms between each one and the newest (rare
+records, short spans).
 """
 
 from __future__ import annotations

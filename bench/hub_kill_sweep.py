@@ -43,7 +43,7 @@ def kill_scenario(seed: int, nodes: int, duration: float, election: dict[str, An
         },
         "network": {"loss": round(rng.uniform(0.0, 0.05), 3), "latency_sigma": 0.8},
         "workload": {"publish_rate": "0.2/s"},
-        }
+    }
     if election:
         data["election"] = election
     return scenario_from_mapping(data)
@@ -108,19 +108,27 @@ def run_sweep(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--nodes", type=int, default=50)
     parser.add_argument("--duration", type=float, default=300.0, help="virtual seconds per seed")
     parser.add_argument("--quiet", action="store_true", help="no per-seed lines on stderr")
     parser.add_argument(
-        "--election", default="", help='election knobs as JSON, e.g. \'{"lease_s": 1.5, "renew_interval": 0.5}\''
+        "--election",
+        default="",
+        help='election knobs as JSON, e.g. \'{"lease_s": 1.5, "renew_interval": 0.5}\'',
     )
     args = parser.parse_args()
     election = json.loads(args.election) if args.election else None
     result = run_sweep(
-        range(args.first_seed, args.first_seed + args.seeds), args.nodes, args.duration, not args.quiet, election
+        range(args.first_seed, args.first_seed + args.seeds),
+        args.nodes,
+        args.duration,
+        not args.quiet,
+        election,
     )
     print(json.dumps(result, indent=2))
     ratio = result["failover_p95_over_detection_p95"]

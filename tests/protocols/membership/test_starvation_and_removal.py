@@ -67,7 +67,9 @@ def test_reported_loop_lag_excuses_the_probe_under_way() -> None:
     assert core.counters["loop_lag"] == 0
     core.note_local_lag(now - 0.01, 0.8)
     assert core.counters["loop_lag"] == 1 and core.health == 1
-    for _ in range(2):  # the indirect window, then the period's end: on time, but the probe overlapped our stall
+    for _ in range(
+        2
+    ):  # the indirect window, then the period's end: on time, but the probe overlapped our stall
         due = core.next_deadline()
         assert due is not None
         core.tick(due)

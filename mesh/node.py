@@ -49,7 +49,7 @@ from mesh.node_parts import DISSEMINATION, ELECTION, HARDWARE, MEMBERSHIP, NodeE
 from mesh.operator_api import AcceptanceLog, OperatorApi
 from mesh.peer_sender import PeerSender
 from mesh.record_persister import RecordPersister
-from mesh.routes import MESH_ROUTES, sender_for, serve
+from mesh.routes import attach_answers, route_handlers, sender_for
 from mesh.transport import JOIN_PROTOCOL, Transport
 from protocols.common.identity import NodeId, NodeIdentity
 from protocols.common.sans_io import SansIOCore
@@ -200,6 +200,7 @@ class Node:
             SeqAllocator(store, node_id),
             config.call_timeout,
         )
+        attach_answers(parts)  # answers carried in datagram replies; legacy ids for old peers
         acceptances = AcceptanceLog()
         api = OperatorApi(parts, acceptances, self.data_dir.path, quarantined)
         join_service = JoinService(parts, lambda: hub_role.admissions(), api.acting_term)
@@ -250,8 +251,8 @@ class Node:
         nursery.start_soon(hub_role.run, supervisor)
         await nursery.start(supervisor.run)
         transport.set_admission_check(store.ledger.is_member, [JOIN_PROTOCOL])
-        for route in MESH_ROUTES:
-            transport.set_handler(route.protocol, serve(route, parts))
+        for protocol, handler in route_handlers(parts).items():
+            transport.set_handler(protocol, handler)
         transport.set_handler(JOIN_PROTOCOL, join_service.serve)
         if join is not None:
             await joining.join(join)

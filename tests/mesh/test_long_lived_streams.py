@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 
 import pytest
 import trio
@@ -28,9 +27,8 @@ from mesh.mux_stream import MUX_MAX_REQUEST_BYTES, MUX_PROTOCOL, encode_request
 from mesh.transport import FrameRejected, NoHandler, Refused, RequestTimeout, TransportError
 from protocols.common.hashing import digest
 from protocols.common.identity import NodeId, NodeIdentity
-from tests.mesh.test_libp2p_transport import PITFALL_SIGNATURES
+from tests.mesh.test_libp2p_transport import ECHO, PITFALL_SIGNATURES, echo, run_pair
 
-ECHO = "/ileices/echo/1"
 SLOW = "/ileices/slow/1"
 BLOB = "/ileices/blob/1"
 MIB = 1024 * 1024
@@ -42,34 +40,6 @@ def no_pitfall_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     seen = [r.getMessage() for r in caplog.records if any(s in r.getMessage() for s in PITFALL_SIGNATURES)]
     assert not seen, f"libp2p logged a pitfall: {seen[:3]}"
-
-
-async def echo(peer: NodeId, payload: bytes) -> bytes:
-    return payload
-
-
-@asynccontextmanager
-async def pair(
-    b_config: Libp2pTransportConfig | None = None,
-) -> AsyncIterator[tuple[Libp2pTransport, Libp2pTransport]]:
-    async with (
-        Libp2pTransport.open(NodeIdentity.generate()) as a,
-        Libp2pTransport.open(NodeIdentity.generate(), config=b_config) as b,
-    ):
-        b.set_handler(ECHO, echo)
-        await a.connect(b.node_id, b.listen_addrs())
-        yield a, b
-
-
-def run_pair(
-    test: Callable[[Libp2pTransport, Libp2pTransport], Awaitable[None]],
-    b_config: Libp2pTransportConfig | None = None,
-) -> None:
-    async def main() -> None:
-        async with pair(b_config) as (a, b):
-            await test(a, b)
-
-    trio.run(main)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -893,7 +893,7 @@ class ElectionCore:
         """Act as hub once the council granted a lease and the previous hub's lease is surely over."""
         latest = self.chain.latest
         if latest is None or latest.hub != self.self_id or now >= self._lease_until or now < self._act_after:
-            return self._acting_term is not None and self._act_after <= now < self._lease_until
+            return False
         if self._acting_term != latest.term:
             self._acting_term = latest.term
             self._last_reconfigure = now

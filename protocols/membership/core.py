@@ -882,8 +882,9 @@ class MembershipCore:
             self._probe_excused = True
 
     def _postpone_verdict(self, now: float, node: NodeId) -> bool:
-        """Give a suspect one more probe timeout when we were starved lately, so that a
-        refutation queued behind our own backlog is read before we declare a death.
+        """Give a suspect one more protocol period (scaled by local health) when we were
+        starved lately, so that a refutation queued behind our own backlog is read before
+        we declare a death.
 
         Once per suspicion: a node that stays starved still reaches verdicts, later.
         """

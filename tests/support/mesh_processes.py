@@ -143,6 +143,16 @@ class ProcessMesh:
     def join(self, node: NodeProcess, token: str) -> None:
         self.start(node, "join", token)
 
+    def found(self, founder: NodeProcess, members: Sequence[NodeProcess]) -> None:
+        """Found a mesh on `founder` and join `members` with one invite; returns once all answer."""
+        self.init(founder)
+        self.up(founder)
+        self.wait_running([founder])
+        token = self.invite(founder, "--uses", str(len(members)), "--ttl", "10m")
+        for node in members:
+            self.join(node, token)
+        self.wait_running([founder, *members])
+
     def wait_running(self, nodes: Sequence[NodeProcess], timeout: float = 45.0) -> None:
         """Until each node answers on its control socket (for a joiner: it is admitted)."""
 

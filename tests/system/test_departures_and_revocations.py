@@ -57,13 +57,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DepartureMesh]:
     built = DepartureMesh(tmp_path_factory.mktemp("departures"))
     try:
         procs = built.procs
-        procs.init(built.p)
-        procs.up(built.p)
-        procs.wait_running([built.p])
-        token = procs.invite(built.p, "--uses", "3", "--ttl", "10m")
-        for node in (built.q, built.r, built.r2):
-            procs.join(node, token)
-        procs.wait_running(built.all)
+        procs.found(built.p, [built.q, built.r, built.r2])
         procs.wait_converged(built.all, timeout=45)
         yield built
     finally:

@@ -44,13 +44,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubMesh]:
     built = HubMesh(tmp_path_factory.mktemp("hubmesh"))
     try:
         procs = built.procs
-        procs.init(built.a)
-        procs.up(built.a)
-        procs.wait_running([built.a])
-        token = procs.invite(built.a, "--uses", "4", "--ttl", "10m")
-        for node in (built.b, built.c, built.d, built.e):
-            procs.join(node, token)
-        procs.wait_running(built.all)
+        procs.found(built.a, [built.b, built.c, built.d, built.e])
         yield built
     finally:
         built.procs.close()

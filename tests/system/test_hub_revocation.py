@@ -85,14 +85,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RevocationMesh]:
     built = RevocationMesh(tmp_path_factory.mktemp("hubrevocation"))
     try:
         procs = built.procs
-        procs.init(built.f)
-        procs.up(built.f)
-        procs.wait_running([built.f])
-        token = procs.invite(built.f, "--uses", "3", "--ttl", "10m")
-        for node in built.members:
-            procs.join(node, token)
+        procs.found(built.f, built.members)
         everyone = [built.f, *built.members]
-        procs.wait_running(everyone)
         procs.wait_converged(everyone, timeout=60)
         for node in built.members:
             built.tokens[node.name] = procs.invite(node, "--uses", "2", "--ttl", "10m")

@@ -48,6 +48,12 @@ def volunteer(
         str | None, typer.Option("--ram", help="Memory for tasks, e.g. 4G; 'none' lifts it.")
     ] = None,
     hours: Annotated[str | None, typer.Option("--hours", help="When work may run, e.g. 22-07.")] = None,
+    disk: Annotated[
+        str | None,
+        typer.Option(
+            "--disk", help="Disk for the mesh's artifact shares, e.g. 20G; 0 offers none; 'none' lifts it."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the limits as JSON.")] = False,
 ) -> None:
     """Set what this machine offers the mesh; with no options, show the current limits.
@@ -58,11 +64,11 @@ def volunteer(
     if not DataDir(data_dir).is_initialised():
         _fail(f"{data_dir} holds no node; run `ileices init` or `ileices join` first")
     try:
-        limits = apply_cli_values(load_limits(data_dir), cpu=cpu, gpu=gpu, ram=ram, hours=hours)
+        limits = apply_cli_values(load_limits(data_dir), cpu=cpu, gpu=gpu, ram=ram, hours=hours, disk=disk)
     except (LimitsError, ValueError) as exc:
         _fail(str(exc))
         return
-    changed = any(value is not None for value in (cpu, gpu, ram, hours))
+    changed = any(value is not None for value in (cpu, gpu, ram, hours, disk))
     if changed:
         typer.echo(f"limits {_apply_or_store(data_dir, limits)}", err=True)
     typer.echo(json.dumps(limits.to_dict()) if as_json else _describe(limits.to_dict()))

@@ -1,6 +1,6 @@
 """The limits a volunteer puts on what Ileices may use: parsing, validation, JSON, hour windows.
 
-Volunteers type these on the command line (`--cpu 50 --gpu 0 --ram 4G --hours 22-07`) and
+Volunteers type these on the command line (`--cpu 50 --gpu 0 --ram 4G --hours 22-07 --disk 20G`) and
 the node stores them, publishes them in its manifest and enforces them on every task, so
 a typo must be a clear error and never a silently different limit.
 
@@ -74,9 +74,7 @@ class HoursWindow:
         if not 0 <= self.end_minute <= MINUTES_PER_DAY:
             raise LimitsError(f"hours window end {self.end_minute} min is outside 00:00-24:00")
         if self.start_minute == self.end_minute % MINUTES_PER_DAY and not self.is_all_day:
-            raise LimitsError(
-                "hours window is empty (start equals end); use 0-24 to allow the whole day"
-            )
+            raise LimitsError("hours window is empty (start equals end); use 0-24 to allow the whole day")
 
     @property
     def is_all_day(self) -> bool:
@@ -173,6 +171,9 @@ class VolunteerLimits:
     ram_bytes: int | None = None
     hours: HoursWindow | None = None
     paused: bool = False
+    disk_bytes: int | None = None
+    """Disk this machine offers for the mesh's artifact shares; None: up to the 90 % disk
+    guardrail, 0: none (the node then holds no shares)."""
 
     def __post_init__(self) -> None:
         # The ceiling of this machine's cores is checked where a volunteer types the value
@@ -183,6 +184,8 @@ class VolunteerLimits:
             raise LimitsError(f"gpu {self.gpu_percent:g}% must be between 0 and 100")
         if self.ram_bytes is not None and self.ram_bytes < 1:
             raise LimitsError(f"ram {self.ram_bytes} bytes must be positive")
+        if self.disk_bytes is not None and self.disk_bytes < 0:
+            raise LimitsError(f"disk {self.disk_bytes} bytes must not be negative")
 
     @property
     def cpu_cores(self) -> float:
@@ -211,6 +214,7 @@ class VolunteerLimits:
             "ram_bytes": self.ram_bytes,
             "hours": None if self.hours is None else str(self.hours),
             "paused": self.paused,
+            "disk_bytes": self.disk_bytes,
         }
 
     def to_json(self) -> str:
@@ -223,7 +227,7 @@ class VolunteerLimits:
             raise LimitsError("limits must be a JSON object")
         if data.get("version") != LIMITS_FORMAT_VERSION:
             raise LimitsError(f"limits format version {data.get('version')!r} is not supported")
-        known = {"version", "cpu_percent", "gpu_percent", "ram_bytes", "hours", "paused"}
+        known = {"version", "cpu_percent", "gpu_percent", "ram_bytes", "hours", "paused", "disk_bytes"}
         unknown = set(data) - known
         if unknown:
             raise LimitsError(f"unknown limit fields: {', '.join(sorted(unknown))}")
@@ -234,6 +238,9 @@ class VolunteerLimits:
                 raise LimitsError(f"{name} must be a number")
         if ram is not None and (isinstance(ram, bool) or not isinstance(ram, int)):
             raise LimitsError("ram_bytes must be an integer or null")
+        disk = data.get("disk_bytes")  # absent in limits stored before storage existed
+        if disk is not None and (isinstance(disk, bool) or not isinstance(disk, int)):
+            raise LimitsError("disk_bytes must be an integer or null")
         if hours is not None and not isinstance(hours, str):
             raise LimitsError("hours must be a string like 22-07 or null")
         if not isinstance(paused, bool):
@@ -244,6 +251,7 @@ class VolunteerLimits:
             ram_bytes=ram,
             hours=None if hours is None else parse_hours(hours),
             paused=paused,
+            disk_bytes=disk,
         )
 
     @classmethod
@@ -258,12 +266,10 @@ class VolunteerLimits:
         return replace(self, paused=paused)
 
 
-_CLI_FLAGS = ("--cpu", "--gpu", "--ram", "--hours")
+_CLI_FLAGS = ("--cpu", "--gpu", "--ram", "--hours", "--disk")
 
 
-def parse_cli_args(
-    argv: Sequence[str], base: VolunteerLimits | None = None
-) -> VolunteerLimits:
+def parse_cli_args(argv: Sequence[str], base: VolunteerLimits | None = None) -> VolunteerLimits:
     """Parse `--cpu 50 --gpu 0 --ram 4G --hours 22-07` (also `--cpu=50`) over `base`.
 
     Flags not given keep their value from `base` (the stored limits), so `ileices
@@ -294,6 +300,7 @@ def parse_cli_args(
         gpu=values.get("--gpu"),
         ram=values.get("--ram"),
         hours=values.get("--hours"),
+        disk=values.get("--disk"),
     )
 
 
@@ -304,10 +311,11 @@ def apply_cli_values(
     gpu: str | None = None,
     ram: str | None = None,
     hours: str | None = None,
+    disk: str | None = None,
 ) -> VolunteerLimits:
     """Apply the string values of the CLI options (None = unchanged); for typer/argparse callers.
 
-    `ram` accepts `none`/`unlimited` to lift the cap.
+    `ram` and `disk` accept `none`/`unlimited` to lift the cap; `--disk 0` offers no storage.
     """
     updated = base
     if cpu is not None:
@@ -321,4 +329,10 @@ def apply_cli_values(
         updated = replace(updated, ram_bytes=None if unlimited else parse_bytes(ram))
     if hours is not None:
         updated = replace(updated, hours=parse_hours(hours))
+    if disk is not None:
+        text = disk.strip().lower()
+        if text in ("none", "unlimited"):
+            updated = replace(updated, disk_bytes=None)
+        else:
+            updated = replace(updated, disk_bytes=0 if text == "0" else parse_bytes(disk))
     return updated

@@ -55,7 +55,8 @@ def test_equals_form_and_partial_update_keep_base() -> None:
         (["--hours", "07-07"], "empty"),
         (["--hours", "22:75-07"], "below 60"),
         (["--cpu"], "needs a value"),
-        (["--disk", "5"], "unknown option"),
+        (["--swap", "5"], "unknown option"),
+        (["--disk", "5X"], "unknown unit"),
         (["--cpu", "5", "--cpu", "6"], "given twice"),
         (["--cpu", "nan"], "between 0 and"),
     ],
@@ -169,3 +170,18 @@ def test_window_membership_matches_definition(start: int, end: int, hour: int) -
     window = HoursWindow(start * 60, end * 60)
     expected = (start <= hour < end) if start < end else (hour >= start or hour < end)
     assert window.contains(at(hour)) == expected
+
+
+def test_disk_limit_parses_offers_none_and_lifts() -> None:
+    assert parse_cli_args(["--disk", "20G"]).disk_bytes == 20 * 1024**3
+    assert parse_cli_args(["--disk", "0"]).disk_bytes == 0
+    assert parse_cli_args(["--disk", "none"], VolunteerLimits(disk_bytes=5)).disk_bytes is None
+
+
+def test_limits_stored_before_disk_existed_still_load() -> None:
+    old = (
+        '{"version": 1, "cpu_percent": 50, "gpu_percent": 100, "ram_bytes": null, "hours": null, '
+        '"paused": false}'
+    )
+    assert VolunteerLimits.from_json(old).disk_bytes is None
+    assert VolunteerLimits.from_json(VolunteerLimits(disk_bytes=7).to_json()).disk_bytes == 7

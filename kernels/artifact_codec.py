@@ -152,20 +152,18 @@ class EncodedChunk(NamedTuple):
 
 
 def adapt_parameters(k: int, n: int, nodes: int) -> tuple[int, int]:
-    """The k-of-n to use when only `nodes` storage nodes exist (each share needs a distinct node).
+    """The (k, n) to use with `nodes` storage nodes: n = min(n, nodes) (>= 1), k = min(k, max(1, n // 2)).
 
-    With at least n nodes the request is used as is. With fewer, n shrinks to the node count
-    and k to at most half of it (at least 1): the artifact then survives `n - k` holder losses,
-    at least as many as the k it needs, instead of a shrunken n that any single loss could sink
-    (3-of-10 on 4 nodes becomes 2-of-4, not 3-of-4). The rule of
-    `protocols.storage.placement.adapt_parameters`.
+    One share per node, so n cannot exceed the nodes; k is kept at most half of n, so the
+    artifact survives `n - k` holder losses, at least as many as the k shares it needs
+    (3-of-10 on 4 nodes becomes 2-of-4, not 3-of-4, which a second loss would sink). With
+    one or two nodes that is k = 1: plain copies. The same rule, word for word, as
+    `protocols.storage.placement.adapt_parameters` (kernels may not import it); note it
+    also lowers a requested k above n // 2 (4-of-6 gives 3-of-6) whatever the node count.
     """
     _check_parameters(k, n)
-    if nodes < 1:
-        raise ValueError("at least one storage node is needed")
-    if nodes >= n:
-        return k, n
-    return min(k, max(1, nodes // 2)), nodes
+    n = max(1, min(n, nodes))
+    return min(k, max(1, n // 2)), n
 
 
 def chunk_count(size: int, chunk_bytes: int) -> int:

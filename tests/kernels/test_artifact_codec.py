@@ -429,17 +429,19 @@ def test_the_header_reservation_is_an_upper_bound() -> None:
 
 @pytest.mark.parametrize(
     ("k", "n", "nodes", "expected"),
-    [(3, 10, 20, (3, 10)), (3, 10, 10, (3, 10)), (3, 10, 5, (2, 5)), (3, 10, 2, (1, 2)), (3, 10, 1, (1, 1)),
-     (4, 6, 7, (4, 6)), (4, 6, 5, (2, 5)), (1, 1, 1, (1, 1))],
+    [(3, 10, 20, (3, 10)), (3, 10, 10, (3, 10)), (3, 10, 5, (2, 5)), (3, 10, 4, (2, 4)), (3, 10, 2, (1, 2)),
+     (3, 10, 1, (1, 1)), (3, 10, 0, (1, 1)), (4, 6, 7, (3, 6)), (1, 1, 1, (1, 1))],
 )  # fmt: skip
 def test_adapt_parameters(k: int, n: int, nodes: int, expected: tuple[int, int]) -> None:
     assert adapt_parameters(k, n, nodes) == expected
+    adapted_k, adapted_n = expected
+    assert adapted_n - adapted_k >= adapted_k or adapted_n < 2  # survives at least k losses
 
 
-@pytest.mark.parametrize(("k", "n", "nodes"), [(0, 3, 3), (4, 3, 3), (1, 256, 300), (3, 10, 0)])
-def test_adapt_parameters_refuses_nonsense(k: int, n: int, nodes: int) -> None:
+@pytest.mark.parametrize(("k", "n"), [(0, 3), (4, 3), (1, 256)])
+def test_adapt_parameters_refuses_nonsense(k: int, n: int) -> None:
     with pytest.raises(ValueError):
-        adapt_parameters(k, n, nodes)
+        adapt_parameters(k, n, 5)
 
 
 def only_share_corrupt(action: Callable[[], object]) -> None:

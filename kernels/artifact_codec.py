@@ -222,8 +222,10 @@ class ChunkEncoder:
         view = memoryview(stored)
         primary: list[Bytes] = [view[i * size : (i + 1) * size] for i in range(self.k)]
         if size * self.k != stored_size:  # only the short tail blocks are copied to pad them
-            for i in range((stored_size // size) if size else 0, self.k):
-                primary[i] = bytes(primary[i]) + bytes(size - len(primary[i]))
+            for i in range(stored_size // size, self.k):
+                padded = bytearray(size)  # zeros; one copy of the tail
+                padded[: len(primary[i])] = primary[i]
+                primary[i] = padded
         blocks: list[Bytes] = self._fec.encode(tuple(primary))
         hashes = [blake3(block).digest() for block in blocks]
         return EncodedChunk(ChunkEntry(plain_size, stored_size, compressed, plain_hash), blocks, hashes)
@@ -697,7 +699,7 @@ class _Sources:
                 bad=self.bad,
             )
 
-    def decode(self, chunk: int) -> tuple[list[bytes], bytes]:
+    def decode(self, chunk: int) -> tuple[list[bytes], Bytes]:
         """The k primary blocks and the plain bytes of `chunk`, checked against its plain hash."""
         blocks: list[bytes] = []
         numbers: list[int] = []
@@ -714,14 +716,14 @@ class _Sources:
         primary: list[bytes] = self._decoder.decode(tuple(blocks), tuple(numbers))
         entry = self.header.chunks[chunk]
         stored = memoryview(b"".join(primary))[: entry.stored_size]
-        plain: bytes
+        plain: Bytes
         try:
             if entry.compressed:
                 if zstandard.frame_content_size(stored) != entry.plain_size:
                     raise ShareCorrupt("compressed chunk declares another size", chunk=chunk)
                 plain = self._zstd.decompress(stored, max_output_size=entry.plain_size)
             else:
-                plain = bytes(stored)
+                plain = stored  # a view: no copy
         except zstandard.ZstdError as exc:
             raise ShareCorrupt(f"chunk {chunk} does not decompress: {exc}", chunk=chunk) from None
         if len(plain) != entry.plain_size or blake3(plain).digest() != entry.plain_hash:

@@ -125,8 +125,11 @@ def artifact_key(artifact_id: bytes) -> str:
     return artifact_id.hex()
 
 
+@lru_cache(maxsize=16384)
 def artifact_id_of(key: str) -> bytes:
-    """The artifact id a record key names (raises `WireError` unless it is 64 lower-case hex digits)."""
+    """The artifact id a record key names (raises `WireError` unless it is 64 lower-case hex digits).
+
+    Memoized: the cores of one process share one bytes object per artifact id."""
     if len(key) != 2 * ARTIFACT_ID_BYTES:
         raise WireError(f"an artifact key is {2 * ARTIFACT_ID_BYTES} hex digits, got {len(key)} characters")
     try:

@@ -553,3 +553,18 @@ def test_storage_bodies_share_holdings_between_cores() -> None:
     first.on_record(0.0, record)
     second.on_record(0.0, msgspec.msgpack.decode(encode(record), type=Record))
     assert first.storage_offer(world.ids[1]) is second.storage_offer(world.ids[1])
+
+
+def test_a_live_set_without_the_holders_starts_a_repair_at_once() -> None:
+    world = World(30)
+    core = make_core(world)
+    offer_storage(world, core, world.ids)
+    a = upload(world, core, world.ids[1], "a", world.ids[2:12])
+    assert run(core, 47.0) == []
+    assert core.next_deadline() == 50.0  # the next periodic check
+    core.receive(47.0, world.ids[5], b"anything")  # storage has no messages of its own
+    assert core.drain() == []
+    core.set_live_members(47.0, [node for node in world.ids if node not in world.ids[2:6]])
+    assert core.next_deadline() == 47.0
+    (repair,) = of(RepairDue, run(core, 47.0, start=47.0))
+    assert repair.artifact_id == a and repair.missing == (0, 1, 2, 3)

@@ -27,6 +27,7 @@ from bootstrap.demo_command import run_demo
 from bootstrap.node_commands import invite, join, note, revoke, status, up
 from bootstrap.options import DataDirOption
 from bootstrap.simulate_command import simulate
+from bootstrap.storage_commands import artifacts, get, put, rm
 from bootstrap.volunteer_commands import pause, resume, run, stop_all, volunteer
 from mesh.data_dir import DataDirError, found_mesh
 from mesh.keyfile import KeyFileError
@@ -75,7 +76,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
 
 
 def _fail(message: str) -> None:
@@ -143,6 +143,10 @@ app.command()(pause)
 app.command()(resume)
 app.command(name="stop-all")(stop_all)
 app.command()(run)
+app.command()(put)
+app.command()(get)
+app.command()(artifacts)
+app.command()(rm)
 
 
 def main() -> None:

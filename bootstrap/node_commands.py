@@ -236,6 +236,7 @@ def status(
     console.print(f"data directory: {document.get('data_dir', data_dir)}")
     console.print(f"records: {document['records']}   state digest: {document['state_digest'][:16]}")
     console.print(_hub_line(document.get("hub")))
+    console.print(_storage_line(document.get("storage")))
     table = Table("member", "state", "addresses")
     for member in document["members"]:
         colour = {"alive": "green", "suspect": "yellow", "dead": "red"}.get(member["state"], "white")
@@ -262,6 +263,20 @@ def _hub_line(hub: dict[str, Any] | None) -> str:
     here = " [green](this node, acting)[/green]" if hub.get("acting_here") else ""
     who = f"hub: [cyan]{hub['node_id'][:16]}[/cyan]{here}   term {hub['term']}"
     return f"{who}   council: {council}   {lease_text}"
+
+
+def _storage_line(storage: dict[str, Any] | None) -> str:
+    """One line on this node's storage shard: what it holds, and why it refuses shares if it does."""
+    if storage is None:
+        return "storage: not running"
+    held = f"{storage['shares']} share(s), {storage['used_bytes'] / 2**20:.1f} MiB"
+    offered = storage["offered_bytes"]
+    offer = "up to the disk guardrail" if offered is None else f"{offered / 2**30:.1f} GiB offered"
+    if storage["accepting"]:
+        state = "[green]accepting shares[/green]"
+    else:
+        state = f"[yellow]refusing shares: {storage['refusal']}[/yellow]"
+    return f"storage: {held} ({offer}); {state}; {storage['nodes']} storage node(s) live"
 
 
 def revoke(

@@ -106,6 +106,51 @@ async def _answer(node: Node, stream: trio.SocketStream) -> None:
     await stream.send_all(json.dumps(reply).encode() + b"\n")
 
 
+STORAGE_OPS = frozenset({"put", "get", "job", "artifacts", "rm", "storage"})
+
+
+async def _storage(node: Node, op: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Artifacts: `put` and `get` start a job whose progress `job` reports (the CLI's bar)."""
+    storage = node.storage
+    if op == "put":
+        source = Path(str(request["path"])).expanduser().resolve()
+        k, n = request.get("k"), request.get("n")
+        ttl = request.get("ttl_s")
+        job = storage.start_job(
+            "put",
+            lambda job: storage.put(
+                job,
+                source,
+                None if k is None else int(k),
+                None if n is None else int(n),
+                None if ttl is None else float(ttl),
+            ),
+        )
+        return {"ok": True, "job": job.view()}
+    if op == "get":
+        artifact_id = _artifact_id(str(request["id"]))
+        out = Path(str(request["out"])).expanduser().resolve()
+        job = storage.start_job("get", lambda job: storage.get(job, artifact_id, out))
+        return {"ok": True, "job": job.view()}
+    if op == "job":
+        return {"ok": True, "job": storage.job(str(request["id"])).view()}
+    if op == "artifacts":
+        return {"ok": True, "artifacts": await storage.artifacts()}
+    if op == "rm":
+        return {"ok": True, "removed": await storage.remove(_artifact_id(str(request["id"])))}
+    return {"ok": True, "storage": await storage.status()}
+
+
+def _artifact_id(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text.strip())
+    except ValueError:
+        raise NodeError(f"{text!r} is not an artifact id (64 hex digits)") from None
+    if len(value) != 32:
+        raise NodeError(f"{text!r} is not an artifact id (64 hex digits)")
+    return value
+
+
 async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     if op == "status":
@@ -132,6 +177,8 @@ async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     if op == "lookup":
         found = node.api.lookup(bytes.fromhex(request["author"]), str(request["kind"]), str(request["key"]))
         return {"ok": True, "record": found}
+    if op in STORAGE_OPS:
+        return await _storage(node, op, request)
     if op == "stop":
         node.stop()
         return {"ok": True}

@@ -27,13 +27,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from actors.protocol_actor import Command
 from mesh.hub_role import HubRoleManager
-from mesh.node_parts import DISSEMINATION, ELECTION, MEMBERSHIP, NodeError, NodeParts
+from mesh.node_parts import DISSEMINATION, ELECTION, MEMBERSHIP, STORAGE, NodeError, NodeParts
 from mesh.routes import MESH_ROUTES
 from protocols.common.effects import Event
 from protocols.common.identity import NodeId
@@ -45,6 +45,7 @@ from protocols.records.admission_records import HANDOVER, HUB_REVOCATION, REVOCA
 from protocols.records.manifest import MANIFEST
 from protocols.records.record import Record
 from protocols.records.store import MergeResult
+from protocols.storage.events import ArtifactLost, AuditDue, AuditFailed, FreeShares, RepairDue
 from protocols.wiring import (
     CarryRevocations,
     ChainTerms,
@@ -56,8 +57,11 @@ from protocols.wiring import (
     PublishOwn,
     RecheckRevocations,
     RecordToElection,
+    RecordToStorage,
     RemoveMember,
     SetPeers,
+    StorageActing,
+    StorageLiveness,
     WiringConfig,
 )
 
@@ -65,6 +69,11 @@ log = logging.getLogger("mesh.node")
 
 REVOCATION_KINDS = (REVOCATION, HUB_REVOCATION, HANDOVER)
 RECORDS_PROTOCOL = next(route.protocol for route in MESH_ROUTES if route.actor == DISSEMINATION)
+
+
+class StorageEventHandler(Protocol):
+    def on_event(self, event: object) -> None: ...
+
 
 RecordObserver = Callable[[Record, float, str], None]
 """Told of each accepted record once it is durable: (record, wall time, how it came)."""
@@ -87,6 +96,9 @@ class CoreLinks:
         )
         self._hub_logged: tuple[int, bytes] | None = None
         self._unsaved: list[MergeResult] = []
+        self._chain: ChainTerms | None = None
+        self.storage: StorageEventHandler | None = None
+        """Carries out the storage core's events (`mesh.storage_service`)."""
 
     # ---- the node's live view -----------------------------------------------------------------
 
@@ -102,6 +114,11 @@ class CoreLinks:
         """This process ran `lag` seconds late: membership's local health should know (Lifeguard)."""
         self._send(MEMBERSHIP, _note_local_lag(lag))
 
+    def hub_of(self, term: int) -> NodeId | None:
+        """Who was hub of `term`, as the election's chain says (the storage core checks a
+        repairing hub's placement records with it)."""
+        return None if self._chain is None else self._chain.hub_of(term)
+
     def membership_restarted(self) -> None:
         """A new membership core reports everyone afresh; forget what the old one said."""
         self._live.clear()
@@ -114,7 +131,8 @@ class CoreLinks:
         is told to drop the revoked at once.
         """
         parts = self._parts
-        result = parts.store.use_hub_terms(ChainTerms(core.chain))
+        self._chain = ChainTerms(core.chain)
+        result = parts.store.use_hub_terms(self._chain)
         if result.purged or result.clock_changes:
             self._unsaved.append(result)
         for feed in self.wiring.removals():
@@ -187,6 +205,9 @@ class CoreLinks:
                     self._hub_role.stop_if_running("another node is hub")
             case Standing(term=term, ballot=ballot):
                 log.info("standing for hub of term %d (ballot %d)", term, ballot)
+            case RepairDue() | AuditDue() | AuditFailed() | ArtifactLost() | FreeShares():
+                if self.storage is not None:
+                    self.storage.on_event(event)
 
     async def _tell_transport(self, accepted: Sequence[Record]) -> None:
         """A new manifest may carry new addresses; a revocation closes the revoked's connections."""
@@ -217,6 +238,7 @@ class CoreLinks:
         """Each feed becomes a command for the actor that owns its core; records for the election
         and liveness changes go in one command per batch (mailboxes are bounded)."""
         to_election: list[Callable[[Any, float], None]] = []
+        to_storage: list[Callable[[Any, float], None]] = []
         for feed in feeds:
             match feed:
                 case RecordToElection(record=record):
@@ -242,8 +264,16 @@ class CoreLinks:
                     await self._carry_out(self.wiring.removals())
                 case CarryRevocations(term=term):
                     await self._carry_revocations(term)
+                case RecordToStorage(record=record):
+                    to_storage.append(_on_record(record))
+                case StorageLiveness(member=member, live=live):
+                    to_storage.append(_member_changed(member, live))
+                case StorageActing(acting=acting, term=term):
+                    to_storage.append(_set_acting(acting, term))
         if to_election:
             self._send(ELECTION, _in_order(to_election))
+        if to_storage:
+            self._send(STORAGE, _in_order(to_storage))
 
     async def _remove(self, member: NodeId) -> None:
         """A revocation counts: membership drops the member for good, its connections close, and it is
@@ -312,6 +342,10 @@ def _member_changed(member: NodeId, live: bool) -> Callable[[Any, float], None]:
 
 def _set_live_members(peers: list[NodeId]) -> Callable[[Any, float], None]:
     return lambda core, now: core.set_live_members(now, peers)
+
+
+def _set_acting(acting: bool, term: int) -> Callable[[Any, float], None]:
+    return lambda core, now: core.set_acting(now, acting, term)
 
 
 def _note_local_lag(lag: float) -> Callable[[Any, float], None]:

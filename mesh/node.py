@@ -16,6 +16,7 @@ This module only assembles; each job has its own module:
 | joining, restarting, the manifest, leaving | `mesh.joining` |
 | starting and stopping the hub role | `mesh.hub_role` |
 | noticing that this process itself is starved | `mesh.loop_lag` |
+| artifacts: put, get, repair, audits, the share store | `mesh.storage_service` |
 | what an operator can ask | `mesh.operator_api` |
 
 Addresses travel in manifest records; admission decides who may speak anything but the
@@ -45,11 +46,13 @@ from mesh.join_service import JoinService
 from mesh.joining import Joining
 from mesh.libp2p_transport import Libp2pTransport
 from mesh.loop_lag import watch_loop_lag
-from mesh.node_parts import DISSEMINATION, ELECTION, HARDWARE, MEMBERSHIP, NodeError, NodeParts
+from mesh.node_parts import DISSEMINATION, ELECTION, HARDWARE, MEMBERSHIP, STORAGE, NodeError, NodeParts
 from mesh.operator_api import AcceptanceLog, OperatorApi
 from mesh.peer_sender import PeerSender
 from mesh.record_persister import RecordPersister
 from mesh.routes import attach_answers, route_handlers, sender_for
+from mesh.share_transfer import SHARES_PROTOCOL, STORAGE_PROTOCOL
+from mesh.storage_service import StorageService
 from mesh.transport import JOIN_PROTOCOL, Transport
 from protocols.common.identity import NodeId, NodeIdentity
 from protocols.common.sans_io import SansIOCore
@@ -62,6 +65,8 @@ from protocols.membership.config import MembershipConfig
 from protocols.membership.core import MembershipCore
 from protocols.records.seq_allocator import SeqAllocator
 from protocols.records.store import RecordStore
+from protocols.storage.config import StorageConfig
+from protocols.storage.core import StorageCore
 
 if TYPE_CHECKING:
     from trio._core._run import TaskStatus
@@ -101,8 +106,13 @@ class NodeConfig:
         default_factory=lambda: ElectionConfig(lease_record_interval=LEASE_RECORD_INTERVAL)
     )
     hardware: HardwareDaemonConfig = field(default_factory=HardwareDaemonConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     call_timeout: float = 10.0
     leave_grace: float = 1.0
+
+
+def _no_sends(peer: NodeId, message: object) -> None:
+    """The storage core sends nothing itself: its bytes move through `mesh.storage_service`."""
 
 
 class Node:
@@ -114,6 +124,7 @@ class Node:
         self.finished = trio.Event()
         self._stop = trio.Event()
         self._api: OperatorApi | None = None
+        self._storage: StorageService | None = None
 
     @property
     def node_id(self) -> NodeId:
@@ -125,6 +136,13 @@ class Node:
         if self._api is None:
             raise NodeError("the node is not running")
         return self._api
+
+    @property
+    def storage(self) -> StorageService:
+        """This node's storage shard (`mesh.storage_service`), while it runs."""
+        if self._storage is None:
+            raise NodeError("the node is not running")
+        return self._storage
 
     async def status(self) -> dict[str, Any]:
         return await self.api.status()
@@ -153,6 +171,7 @@ class Node:
                 )
         finally:
             self._api = None
+            self._storage = None
             persister.close()
             self.finished.set()
 
@@ -183,6 +202,7 @@ class Node:
                 protocol_child(MEMBERSHIP, lambda: membership_core()),
                 protocol_child(ELECTION, lambda: election_core()),
                 ChildSpec(HARDWARE, lambda: hardware_daemon()),
+                ChildSpec(STORAGE, lambda: ProtocolActor(storage_core(), _no_sends, links.on_events)),
             ],
             strategy=Strategy.ONE_FOR_ONE,
             intensity=5,
@@ -202,13 +222,15 @@ class Node:
         )
         attach_answers(parts)  # answers carried in datagram replies; legacy ids for old peers
         acceptances = AcceptanceLog()
-        api = OperatorApi(parts, acceptances, self.data_dir.path, quarantined)
+        api = OperatorApi(parts, acceptances, self.data_dir.path, quarantined, lambda: storage.status())
         join_service = JoinService(parts, lambda: hub_role.admissions(), api.acting_term)
         hub_role = HubRoleManager(
             HubContext(api.acting_term, join_service.inviter_away, join_service.hub_publish_admission),
             parts.counters,
         )
         links = CoreLinks(parts, hub_role, acceptances.remember)
+        storage = StorageService(parts, self.data_dir.path, config.storage, acting_term=api.acting_term)
+        links.storage = storage
         joining = Joining(parts, links.live_peers, software_version(), self.started_at, config.leave_grace)
         membership_starts = 0
 
@@ -245,6 +267,16 @@ class Node:
             links.election_started(core)
             return core
 
+        def storage_core() -> StorageCore:
+            core = StorageCore(node_id, random.Random(), config.storage, hub_of=links.hub_of)
+            now = trio.current_time()
+            core.set_wall_clock(time.time())
+            # Records and liveness as they are now; changes follow through the wiring.
+            for record in store:
+                core.on_record(now, record)
+            core.set_live_members(now, links.live_peers())
+            return core
+
         def hardware_daemon() -> HardwareDaemon:
             return HardwareDaemon(self.data_dir.path, joining.publish_hardware_details, config.hardware)
 
@@ -254,6 +286,10 @@ class Node:
         for protocol, handler in route_handlers(parts).items():
             transport.set_handler(protocol, handler)
         transport.set_handler(JOIN_PROTOCOL, join_service.serve)
+        transport.set_handler(STORAGE_PROTOCOL, storage.transfer.serve)
+        transport.set_bulk_handler(SHARES_PROTOCOL, storage.transfer.receive)
+        await nursery.start(storage.run)
+        self._storage = storage
         if join is not None:
             await joining.join(join)
         # Members first: the manifest (our current addresses) is then pushed to live peers

@@ -30,6 +30,7 @@ MEMBERSHIP = "membership"
 DISSEMINATION = "dissemination"
 ELECTION = "election"
 HARDWARE = "hardware"
+STORAGE = "storage"
 """The node supervisor's children (actor names)."""
 
 

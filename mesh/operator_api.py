@@ -1,5 +1,5 @@
 """What an operator can ask of a running node (the control socket's commands): status, invites,
-revocations, notes, record lookups and the volunteer controls.
+revocations, notes, record lookups, the volunteer controls and the storage shard's state.
 
 Every answer is built from the store (shared, read-only here) and from the actors'
 mailboxes (`NodeParts.call_core`), never from reading a core directly.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,10 @@ class OperatorApi:
         acceptances: AcceptanceLog,
         data_dir: Path,
         quarantined: dict[str, int],
+        storage_status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._parts = parts
+        self._storage_status = storage_status
         self._acceptances = acceptances
         self._data_dir = data_dir
         self._quarantined = quarantined
@@ -248,6 +251,7 @@ class OperatorApi:
             "state_digest": store.state_digest().hex(),
             "hub": await self.hub_status(),
             "volunteer": await self._volunteer_status(),
+            "storage": None if self._storage_status is None else await self._storage_status(),
             "listen": parts.public_addresses(),
             "counters": {
                 "records": {k.value: v for k, v in store.counters.items()},

@@ -26,6 +26,12 @@ own:
 6. **This node became hub** (`BecameHub`): it carries the hub revocations that counted
    before its term over into a handover (`CarryRevocations`), so they outlive the hub
    that issued them (`protocols.records.admission` has the rules and why).
+7. **Storage** follows records, liveness and the hub role: artifact, placement and
+   storage records go to the storage core (`RecordToStorage`) and not to the election,
+   which never acts on them, and manifests to both (storage spreads shares over
+   machines by their addresses); every membership change reaches it (`StorageLiveness`: a
+   death or leave is where repair starts); and the acting hub runs its checker and
+   audits (`StorageActing`, on `BecameHub` and `SteppedDown`).
 
 Who was hub of which term is the election's hub chain; the ledger (records layer, below
 the election) reads it through `ChainTerms`, the `HubTerms` interface it defines,
@@ -62,7 +68,7 @@ from protocols.common.effects import Event
 from protocols.common.identity import NodeId
 from protocols.common.wire import WireError
 from protocols.dissemination.events import RecordAccepted
-from protocols.election.events import BecameHub, HubChanged, PublishRecord
+from protocols.election.events import BecameHub, HubChanged, PublishRecord, SteppedDown
 from protocols.election.hub_chain import HubChain
 from protocols.election.records import HUB, hub_body
 from protocols.membership.events import LIVE_STATES, MemberChanged, MemberRemoved
@@ -73,10 +79,14 @@ from protocols.records.admission_records import (
     introduces_member,
 )
 from protocols.records.fencing import LEASE
+from protocols.records.manifest import MANIFEST
 from protocols.records.record import Record
+from protocols.storage.records import ARTIFACT, PLACEMENT, STORAGE
 
 ELECTION_KINDS = frozenset({HUB, LEASE})
 """Record kinds the election acts on; every other accepted record leaves it idle."""
+STORAGE_KINDS = frozenset({ARTIFACT, PLACEMENT, STORAGE})
+"""Record kinds the storage core acts on (and only it)."""
 
 
 # ---- feeds: what a rule asks of one core ---------------------------------------------------
@@ -153,6 +163,29 @@ class CarryRevocations(Feed):
     """This node became hub of `term`: if `AdmissionLedger.handover_due(term, self)` says so,
     sign a handover (`make_handover`) and publish it through dissemination."""
 
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordToStorage(Feed):
+    """`StorageCore.on_record(now, record)`: an artifact, placement or storage record."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class StorageLiveness(Feed):
+    """`StorageCore.member_changed(now, member, live)`: a death or leave may start a repair."""
+
+    member: NodeId
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StorageActing(Feed):
+    """`StorageCore.set_acting(now, acting, term)`: only the acting hub checks and audits."""
+
+    acting: bool
     term: int
 
 
@@ -261,9 +294,11 @@ class CoreWiring:
             case HubChanged():
                 return (*self._on_hub_changed(event), RecheckRevocations())
             case MemberRemoved(node=node):
-                return self._on_member_removed(now, node)
+                return (*self._on_member_removed(now, node), StorageLiveness(node, False))
             case BecameHub(term=term):
-                return (CarryRevocations(term),)
+                return (CarryRevocations(term), StorageActing(True, term))
+            case SteppedDown():
+                return (StorageActing(False, 0),)
         return NO_FEEDS
 
     def removals(self) -> tuple[Feed, ...]:
@@ -276,6 +311,10 @@ class CoreWiring:
         return tuple(RemoveMember(node) for node in fresh)
 
     def _on_record_accepted(self, record: Record, wall_now: float) -> tuple[Feed, ...]:
+        if record.kind in STORAGE_KINDS:
+            return (RecordToStorage(record),)
+        if record.kind == MANIFEST:  # the election keeps addresses; storage, which machine a node is
+            return (RecordToElection(record, False), RecordToStorage(record))
         to_election = RecordToElection(record, record.kind in ELECTION_KINDS)
         if record.kind in ADMISSION_KINDS and record.kind != ADMISSION:
             return (to_election, *self.removals())
@@ -294,6 +333,7 @@ class CoreWiring:
         node = event.node
         if node == self.self_id:
             return NO_FEEDS
+        storage = StorageLiveness(node, event.state in LIVE_STATES)
         # Membership's own live set is the one truth; an alive <-> suspect flap costs one
         # idempotent `member_changed` and at most an early peer refresh, no shadow set.
         self.peers_dirty = True
@@ -302,7 +342,7 @@ class CoreWiring:
             feeds = (MemberLiveness(node, event.state in LIVE_STATES, self.in_council),)
         if self.config.peer_refresh_s <= 0:
             feeds = (*feeds, *self.refresh_peers(now))
-        return feeds
+        return (*feeds, storage)
 
     def _on_member_removed(self, now: float, node: NodeId) -> tuple[Feed, ...]:
         """Membership dropped a revoked member: it leaves the peer list and the live set, as a death."""

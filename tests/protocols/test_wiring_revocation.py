@@ -25,6 +25,7 @@ from protocols.wiring import (
     RecheckRevocations,
     RemoveMember,
     SetPeers,
+    StorageActing,
 )
 from simulations.scenario import build_scenario
 from simulations.sim_node import SimNode
@@ -66,7 +67,7 @@ def test_a_removed_member_leaves_the_peers_and_the_live_set() -> None:
 def test_a_hub_change_rechecks_and_the_new_hub_carries_revocations_over() -> None:
     rules = wiring([], [C])
     assert rules.on_event(0.0, HubChanged(3, C, [C], None), 0.0)[-1] == RecheckRevocations()
-    assert rules.on_event(0.0, BecameHub(3, [SELF]), 0.0) == (CarryRevocations(3),)
+    assert rules.on_event(0.0, BecameHub(3, [SELF]), 0.0) == (CarryRevocations(3), StorageActing(True, 3))
     # An alive member is not removed by anything here.
     assert not any(
         isinstance(f, RemoveMember) for f in rules.on_event(0.0, MemberChanged(C, MemberState.ALIVE, 1), 0.0)

@@ -108,18 +108,22 @@ def choose_holders(
 
 
 def adapt_parameters(k: int, n: int, nodes: int) -> tuple[int, int]:
-    """The (k, n) an upload uses in a mesh of `nodes` storage nodes: n = min(n, nodes) (at least 1),
-    k = min(k, max(1, n // 2)).
+    """The (k, n) an upload uses in a mesh of `nodes` storage nodes.
 
-    One share per node, so n cannot exceed the nodes; k is kept at most half of n, so at
-    least half the shares (n - k holder losses, the number any k-of-n code survives)
-    may be lost before the artifact is. In a mesh of one or two nodes that degrades to
-    k = 1: plain copies, one per node, which is all redundancy can be there.
+    One share per node, so n cannot exceed the nodes: with fewer nodes than asked, n
+    becomes the node count and k keeps its proportion of n (rounded, at least 1), at most
+    n - 1 so that some holder may still be lost. What was asked is kept when the mesh is
+    big enough: a user who asks for 8-of-10 wants cheap storage, not more safety. The
+    artifact survives n - k holder losses either way (the `put` output says so). In a
+    mesh of one node this is a single copy, all the redundancy there can be.
     """
     if not 1 <= k <= n <= MAX_SHARES:
         raise ValueError(f"need 1 <= k <= n <= {MAX_SHARES}, got k={k}, n={n}")
-    n = max(1, min(n, nodes))
-    return min(k, max(1, n // 2)), n
+    if nodes >= n:
+        return k, n
+    fewer = max(1, nodes)
+    scaled = max(1, min(k, round(k * fewer / n)))
+    return (min(scaled, fewer - 1) if fewer > 1 else 1), fewer
 
 
 def repair_threshold(k: int, n: int, margin: float = 0.5) -> int:

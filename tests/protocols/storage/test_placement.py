@@ -126,7 +126,11 @@ def test_fewer_candidates_than_shares_places_as_many_as_possible() -> None:
         (3, 10, 2, (1, 2)),
         (3, 10, 1, (1, 1)),
         (3, 10, 0, (1, 1)),
-        (8, 10, 100, (5, 10)),  # k at most n // 2: at least half the shares may be lost
+        (8, 10, 100, (8, 10)),  # what was asked, when the mesh is big enough
+        (3, 10, 6, (2, 6)),  # k keeps its proportion of n
+        (2, 3, 4, (2, 3)),
+        (2, 2, 1, (1, 1)),
+        (5, 6, 3, (2, 3)),  # at most n - 1: some holder may be lost
         (1, 1, 50, (1, 1)),
     ],
 )

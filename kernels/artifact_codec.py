@@ -155,18 +155,20 @@ class EncodedChunk(NamedTuple):
 
 
 def adapt_parameters(k: int, n: int, nodes: int) -> tuple[int, int]:
-    """The (k, n) to use with `nodes` storage nodes: n = min(n, nodes) (>= 1), k = min(k, max(1, n // 2)).
+    """The (k, n) an upload uses with `nodes` storage nodes (one share per node).
 
-    One share per node, so n cannot exceed the nodes; k is kept at most half of n, so the
-    artifact survives `n - k` holder losses, at least as many as the k shares it needs
-    (3-of-10 on 4 nodes becomes 2-of-4, not 3-of-4, which a second loss would sink). With
-    one or two nodes that is k = 1: plain copies. The same rule, word for word, as
-    `protocols.storage.placement.adapt_parameters` (kernels may not import it); note it
-    also lowers a requested k above n // 2 (4-of-6 gives 3-of-6) whatever the node count.
+    What was asked is kept when there are enough nodes. With fewer, n becomes the node count
+    (at least 1) and k keeps its proportion of n (rounded, at least 1), at most n - 1 so
+    that some holder may still be lost; one node means a single copy. The artifact survives
+    n - k holder losses. The rule of `protocols.storage.placement.adapt_parameters`, which
+    kernels may not import; a test keeps the two equal.
     """
     _check_parameters(k, n)
-    n = max(1, min(n, nodes))
-    return min(k, max(1, n // 2)), n
+    if nodes >= n:
+        return k, n
+    fewer = max(1, nodes)
+    scaled = max(1, min(k, round(k * fewer / n)))
+    return (min(scaled, fewer - 1) if fewer > 1 else 1), fewer
 
 
 def chunk_count(size: int, chunk_bytes: int) -> int:

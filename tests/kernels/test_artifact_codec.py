@@ -429,13 +429,19 @@ def test_the_header_reservation_is_an_upper_bound() -> None:
 
 @pytest.mark.parametrize(
     ("k", "n", "nodes", "expected"),
-    [(3, 10, 20, (3, 10)), (3, 10, 10, (3, 10)), (3, 10, 5, (2, 5)), (3, 10, 4, (2, 4)), (3, 10, 2, (1, 2)),
-     (3, 10, 1, (1, 1)), (3, 10, 0, (1, 1)), (4, 6, 7, (3, 6)), (1, 1, 1, (1, 1))],
+    [(3, 10, 20, (3, 10)), (3, 10, 10, (3, 10)), (3, 10, 6, (2, 6)), (3, 10, 2, (1, 2)), (3, 10, 1, (1, 1)),
+     (3, 10, 0, (1, 1)), (4, 6, 7, (4, 6)), (5, 6, 3, (2, 3)), (2, 2, 1, (1, 1)), (1, 1, 1, (1, 1))],
 )  # fmt: skip
 def test_adapt_parameters(k: int, n: int, nodes: int, expected: tuple[int, int]) -> None:
     assert adapt_parameters(k, n, nodes) == expected
-    adapted_k, adapted_n = expected
-    assert adapted_n - adapted_k >= adapted_k or adapted_n < 2  # survives at least k losses
+
+
+def test_adapt_parameters_is_the_placement_rule() -> None:
+    placement = pytest.importorskip("protocols.storage.placement")
+    for n in range(1, 13):
+        for k in range(1, n + 1):
+            for nodes in range(0, 15):
+                assert adapt_parameters(k, n, nodes) == placement.adapt_parameters(k, n, nodes), (k, n, nodes)
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 3), (4, 3), (1, 256)])

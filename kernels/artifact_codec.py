@@ -1,7 +1,9 @@
 """Artifacts as erasure-coded shares: the codec (files in, files out; no network, bounded memory).
 
 An artifact is any file a member stores in the mesh. It is cut into chunks of
-`CHUNK_BYTES` (4 MiB; the last may be shorter) and each chunk goes through one pipeline:
+`CHUNK_BYTES` (3 MiB; the last may be shorter: 3 rather than 4 MiB so that an audit's
+answer, one whole block and the header, fits one 4 MiB message even when k = 1) and each
+chunk goes through one pipeline:
 
 1. `plain_hash = BLAKE3(chunk)`;
 2. zstd at level 3; if that is not smaller, the chunk is stored raw (`compressed=False`);
@@ -35,8 +37,8 @@ n-k parity blocks (about (n-k) * L multiply-adds in GF(256)) and BLAKE3 over the
 2-core dev VM zfec 3-of-10 alone did 70-230 MB/s and zstd level 3 on text 90-300 MB/s (the
 VM is shared and noisy); BLAKE3 (~3.5 GB/s) adds 10-30 % on top of bare zstd + zfec
 (`bench/storage_codec_bench.py`). Memory: a few chunks (the read buffer, the stored bytes,
-the n blocks), never the file: ~30 MiB above the interpreter's at 4 MiB chunks, for 64 MB
-and 2 GB files alike; the header is O(chunk count) (at most 88 bytes per chunk).
+the n blocks), never the file: ~30 MiB above the interpreter's (measured with 4 MiB
+chunks), for 64 MB and 2 GB files alike; the header is O(chunk count) (at most 88 bytes per chunk).
 
 Decoding reads k blocks per chunk, primary blocks (index < k) first because zfec then
 only copies; a block failing its hash marks its share bad and the next share is tried.
@@ -68,7 +70,7 @@ import zfec
 import zstandard
 from blake3 import blake3
 
-CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 3 * 1024 * 1024
 MAX_CHUNK_BYTES = 64 * 1024 * 1024  # bound on what a (possibly hostile) header may make a reader hold
 MAX_SHARES = 255  # n <= 255: the artifact record's bound (zfec itself allows 256)
 MAGIC = b"ILSHARE1"
@@ -83,7 +85,7 @@ PREFIX_BYTES = _PREFIX.size  # 16
 # (<= 9 each), bool (1), plain_hash (2+32), and this share's block hash (2+32).
 _HEADER_FIXED_BYTES = 1 + (2 + HASH_BYTES) + 5 * 9 + 2 * 5
 _HEADER_PER_CHUNK_BYTES = (1 + 9 + 9 + 1 + 2 + HASH_BYTES) + (2 + HASH_BYTES)
-MAX_HEADER_BYTES = 64 * 1024 * 1024  # ~760k chunks: ~3 TB at 4 MiB chunks
+MAX_HEADER_BYTES = 64 * 1024 * 1024  # ~760k chunks: ~2 TB at 3 MiB chunks
 
 Bytes = bytes | bytearray | memoryview
 
@@ -152,23 +154,6 @@ class EncodedChunk(NamedTuple):
     entry: ChunkEntry
     blocks: list[Bytes]
     block_hashes: list[bytes]
-
-
-def adapt_parameters(k: int, n: int, nodes: int) -> tuple[int, int]:
-    """The (k, n) an upload uses with `nodes` storage nodes (one share per node).
-
-    What was asked is kept when there are enough nodes. With fewer, n becomes the node count
-    (at least 1) and k keeps its proportion of n (rounded, at least 1), at most n - 1 so
-    that some holder may still be lost; one node means a single copy. The artifact survives
-    n - k holder losses. The rule of `protocols.storage.placement.adapt_parameters`, which
-    kernels may not import; a test keeps the two equal.
-    """
-    _check_parameters(k, n)
-    if nodes >= n:
-        return k, n
-    fewer = max(1, nodes)
-    scaled = max(1, min(k, round(k * fewer / n)))
-    return (min(scaled, fewer - 1) if fewer > 1 else 1), fewer
 
 
 def chunk_count(size: int, chunk_bytes: int) -> int:

@@ -36,7 +36,7 @@ from kernels.artifact_codec import ShareCorrupt, ShareVerifier, check_audit
 from mesh.share_store import ShareRefused, ShareStore
 from mesh.transport import BULK_CHUNK_BYTES, BulkIncoming, IntegrityError, TransportError
 from protocols.common.identity import NodeId
-from protocols.common.wire import WireError, decode, encode
+from protocols.common.wire import MAX_MESSAGE_BYTES, WireError, decode, encode
 from protocols.storage.messages import (
     AuditChallenge,
     AuditProof,
@@ -45,6 +45,7 @@ from protocols.storage.messages import (
     ShareRequest,
     decode_storage,
 )
+from protocols.storage.records import MAX_REFUSAL_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ TRANSFER_TIMEOUT = 900.0
 """Longest one share transfer may take (a 2 GB artifact's share over a slow link)."""
 AUDIT_TIMEOUT = 30.0
 DESCRIPTOR_MAX = 4096
+PROOF_FRAMING = 64
+"""Bytes a proof's MessagePack framing adds to its header and block, at most."""
+PROOF_TOO_LARGE = "proof too large for one message"
 EXPECT_WAIT_S = 5.0
 """How long a pushed share waits for its artifact record, which the owner published just before."""
 
@@ -187,12 +191,12 @@ class ShareTransfer:
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
-            return encode(ShareReply(False, "empty transfer"))
+            return _refuse("empty transfer")
         try:
             push = decode(first, SharePush, max_bytes=DESCRIPTOR_MAX)
         except WireError as exc:
             self._count("malformed_push")
-            return encode(ShareReply(False, f"malformed share descriptor: {exc}"))
+            return _refuse(f"malformed share descriptor: {exc}")
         fetch = self._fetches.get((peer, push.artifact_id, push.index))
         if fetch is not None:
             return await self._receive_fetched(fetch, push, chunks)
@@ -202,7 +206,7 @@ class ShareTransfer:
         if push.offset != fetch.received or push.root != fetch.info.root:
             fetch.error = "the holder sent another range or share than asked"
             fetch.done.set()
-            return encode(ShareReply(False, fetch.error))
+            return _refuse(fetch.error)
         try:
             with fetch.part.open("ab") as out:
                 async for chunk in chunks:
@@ -218,16 +222,16 @@ class ShareTransfer:
             fetch.done.set()
             raise
         fetch.done.set()
-        return encode(ShareReply(fetch.error is None, fetch.error or ""))
+        return _refuse(fetch.error) if fetch.error is not None else encode(ShareReply(True, ""))
 
     async def _receive_to_store(self, peer: NodeId, push: SharePush, chunks: AsyncIterator[bytes]) -> bytes:
         info = await self._wait_expected(push.artifact_id, push.index)
         if info is None:
             self._count("refused_unknown")
-            return encode(ShareReply(False, "unknown artifact (no signed record for it here)"))
+            return _refuse("unknown artifact (no signed record for it here)")
         if push.root != info.root or push.size != info.size or push.offset != 0:
             self._count("refused_mismatch")
-            return encode(ShareReply(False, "share does not match the artifact's signed record"))
+            return _refuse("share does not match the artifact's signed record")
         if self._store.has(push.artifact_id, push.index):
             async for _ in chunks:  # already held: drain and acknowledge
                 pass
@@ -239,10 +243,10 @@ class ShareTransfer:
                 incoming.commit()
         except ShareRefused as exc:
             self._count("refused_full")
-            return encode(ShareReply(False, str(exc)))
+            return _refuse(str(exc))
         except ShareCorrupt as exc:
             self._count("corrupt_received")
-            return encode(ShareReply(False, f"share failed its check: {exc}"))
+            return _refuse(f"share failed its check: {exc}")
         self._count("shares_stored")
         log.info("stored share %d of %s from %s", push.index, push.artifact_id.hex()[:12], peer.hex()[:12])
         self._on_stored()
@@ -265,21 +269,21 @@ class ShareTransfer:
             message = decode_storage(payload)
         except WireError as exc:
             self._count("malformed_request")
-            return encode(ShareReply(False, f"malformed request: {exc}"))
+            return _refuse(f"malformed request: {exc}")
         match message:
             case ShareRequest():
                 return await self._serve_share(peer, message)
             case AuditChallenge():
                 return await self._serve_audit(message)
         self._count("malformed_request")
-        return encode(ShareReply(False, "not a request"))
+        return _refuse("not a request")
 
     async def _serve_share(self, peer: NodeId, request: ShareRequest) -> bytes:
         info = self._expected(request.artifact_id, request.index)
         if info is None or not self._store.has(request.artifact_id, request.index):
-            return encode(ShareReply(False, "share not held here"))
+            return _refuse("share not held here")
         if request.offset > info.size:
-            return encode(ShareReply(False, "offset past the end of the share"))
+            return _refuse("offset past the end of the share")
         descriptor = encode(SharePush(info.artifact_id, info.index, info.root, info.size, request.offset))
         reader = self._store.read(info.artifact_id, info.index, info.root, request.offset)
         try:
@@ -287,9 +291,9 @@ class ShareTransfer:
         except ShareCorrupt as exc:
             self._count("corrupt_on_read")
             self._on_stored()  # the store dropped it: holdings changed
-            return encode(ShareReply(False, f"share failed its check here and was dropped: {exc}"))
+            return _refuse(f"share failed its check here and was dropped: {exc}")
         except TransportError as exc:
-            return encode(ShareReply(False, f"sending failed: {exc}"))
+            return _refuse(f"sending failed: {exc}")
         answer = _reply(reply)
         if answer.ok:
             self._count("shares_served")
@@ -298,7 +302,7 @@ class ShareTransfer:
     async def _serve_audit(self, challenge: AuditChallenge) -> bytes:
         info = self._expected(challenge.artifact_id, challenge.index)
         if info is None or not self._store.has(challenge.artifact_id, challenge.index):
-            return encode(ShareReply(False, "share not held here"))
+            return _refuse("share not held here")
         try:
             header, block = await trio.to_thread.run_sync(
                 self._store.read_block, challenge.artifact_id, challenge.index, info.root, challenge.chunk
@@ -306,16 +310,21 @@ class ShareTransfer:
         except ShareCorrupt as exc:
             self._count("corrupt_on_read")
             self._on_stored()
-            return encode(ShareReply(False, f"share failed its check here and was dropped: {exc}"))
+            return _refuse(f"share failed its check here and was dropped: {exc}")
         except (IndexError, ValueError) as exc:
-            return encode(ShareReply(False, f"bad challenge: {exc}"))
+            return _refuse(f"bad challenge: {exc}")
+        if len(header) + len(block) + PROOF_FRAMING > MAX_MESSAGE_BYTES:
+            # Over ~100 GB (a header of tens of thousands of chunks) the proof no longer fits
+            # one message: say so, and the auditor counts the audit as not made.
+            return _refuse(PROOF_TOO_LARGE)
         self._count("audits_answered")
         return encode(AuditProof(header, block))
 
     # ---- auditing -------------------------------------------------------------------------------------
 
-    async def audit(self, holder: NodeId, info: ShareInfo, chunk: int) -> bool:
-        """Challenge `holder` for block `chunk` of a share; True when its proof checks out.
+    async def audit(self, holder: NodeId, info: ShareInfo, chunk: int) -> bool | None:
+        """Challenge `holder` for block `chunk` of a share; True when its proof checks out,
+        None when the proof cannot fit one message (an artifact of over ~100 GB).
 
         No answer, a refusal and a wrong proof all fail: a holder membership calls alive
         that cannot show the block does not have it, as far as the mesh can tell.
@@ -326,9 +335,19 @@ class ShareTransfer:
             proof = decode_storage(reply)
         except (TransportError, WireError):
             return False
+        if isinstance(proof, ShareReply) and proof.reason == PROOF_TOO_LARGE:
+            return None
         if not isinstance(proof, AuditProof):
             return False
         return check_audit(info.root, chunk, proof.header, proof.block)
+
+
+def _refuse(reason: str) -> bytes:
+    """A refusal's reply: one line, cut to what the wire allows."""
+    line = " ".join(reason.split())
+    if len(line) > MAX_REFUSAL_CHARS:
+        line = line[: MAX_REFUSAL_CHARS - 3] + "..."
+    return encode(ShareReply(False, line))
 
 
 def _reply(data: bytes) -> ShareReply:

@@ -726,7 +726,10 @@ class StorageService:
                 ok = False
                 self.changed()
         else:
-            ok = await self.transfer.audit(event.holder, info, event.chunk)
+            verdict = await self.transfer.audit(event.holder, info, event.chunk)
+            if verdict is None:
+                return  # the proof cannot fit one message: no audit was made
+            ok = verdict
         await self._parts.call_core(
             STORAGE,
             lambda core, now: core.audit_result(now, event.holder, event.artifact_id, event.index, ok),

@@ -26,7 +26,6 @@ from kernels.artifact_codec import (
     ShareCorrupt,
     ShareHeader,
     ShareVerifier,
-    adapt_parameters,
     check_audit,
     decode_shares,
     encode_chunks,
@@ -425,29 +424,6 @@ def test_the_header_reservation_is_an_upper_bound() -> None:
             [ChunkEntry(big, big, False, b"\xff" * 32)] * count, [b"\xff" * 32] * count,
         )  # fmt: skip
         assert len(encode_header(header)) <= reserved_header_len(count)
-
-
-@pytest.mark.parametrize(
-    ("k", "n", "nodes", "expected"),
-    [(3, 10, 20, (3, 10)), (3, 10, 10, (3, 10)), (3, 10, 6, (2, 6)), (3, 10, 2, (1, 2)), (3, 10, 1, (1, 1)),
-     (3, 10, 0, (1, 1)), (4, 6, 7, (4, 6)), (5, 6, 3, (2, 3)), (2, 2, 1, (1, 1)), (1, 1, 1, (1, 1))],
-)  # fmt: skip
-def test_adapt_parameters(k: int, n: int, nodes: int, expected: tuple[int, int]) -> None:
-    assert adapt_parameters(k, n, nodes) == expected
-
-
-def test_adapt_parameters_is_the_placement_rule() -> None:
-    placement = pytest.importorskip("protocols.storage.placement")
-    for n in range(1, 13):
-        for k in range(1, n + 1):
-            for nodes in range(0, 15):
-                assert adapt_parameters(k, n, nodes) == placement.adapt_parameters(k, n, nodes), (k, n, nodes)
-
-
-@pytest.mark.parametrize(("k", "n"), [(0, 3), (4, 3), (1, 256)])
-def test_adapt_parameters_refuses_nonsense(k: int, n: int) -> None:
-    with pytest.raises(ValueError):
-        adapt_parameters(k, n, 5)
 
 
 def only_share_corrupt(action: Callable[[], object]) -> None:

@@ -9,11 +9,14 @@ holder whose share rotted.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kernels.artifact_codec import ArtifactLayout, encode_file
 from mesh.memory_transport import MemoryNetwork, MemoryTransport
@@ -21,7 +24,7 @@ from mesh.share_store import ShareStore
 from mesh.share_transfer import SHARES_PROTOCOL, STORAGE_PROTOCOL, ShareInfo, ShareTransfer, TransferFailed
 from protocols.common.identity import NodeId
 from protocols.common.wire import decode, encode
-from protocols.storage.messages import SharePush, ShareReply, ShareRequest, decode_storage
+from protocols.storage.messages import AuditProof, SharePush, ShareReply, ShareRequest, decode_storage
 
 A, B = bytes([1]) * 32, bytes([2]) * 32
 CHUNK = 64 * 1024
@@ -213,3 +216,25 @@ def test_a_peer_asking_for_a_share_not_held_gets_a_reason(tmp_path: Path) -> Non
             await a.transfer.fetch(B, info, part)
 
     run(tmp_path, check)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    first=st.binary(max_size=300),
+    rest=st.lists(st.binary(max_size=200), max_size=3),
+    request=st.binary(max_size=300),
+)
+def test_random_bytes_on_either_protocol_get_a_refusal_never_a_crash(
+    tmp_path: Path, first: bytes, rest: list[bytes], request: bytes
+) -> None:
+    async def check(a: Side, b: Side, layout: ArtifactLayout, staging: Path) -> None:
+        reply = await a.transport.send_bulk(
+            B, SHARES_PROTOCOL, [first, *rest] if first else [b"x"], timeout=10
+        )
+        assert isinstance(decode_storage(reply), ShareReply)
+        answer = decode_storage(await a.transport.request(B, STORAGE_PROTOCOL, request, timeout=10))
+        assert isinstance(answer, ShareReply | AuditProof)
+        assert leftovers(b) == []
+
+    with tempfile.TemporaryDirectory() as folder:
+        run(Path(folder), check)

@@ -622,7 +622,7 @@ class StorageService:
         views = await self._parts.call_core(STORAGE, lambda core, now: core.artifacts())
         rows = []
         for view in views:
-            if view.deleted:
+            if view.deleted or view.expired:
                 continue
             rows.append(
                 {

@@ -172,6 +172,39 @@ def test_artifact_survives_kills_repairs_itself_and_drops_a_corrupt_share(
     mesh.get(getter, artifact_id, out)
     assert _sha256(out) == expected
 
+    # 4. Lifecycle: the owner's delete frees every share; so does an expiry, by itself.
+    short = tmp_path / "short-lived.bin"
+    _file(short, MIB)
+    expiring = json.loads(
+        cli(
+            "put",
+            str(short),
+            "--k",
+            "1",
+            "--n",
+            "2",
+            "--ttl",
+            "15s",
+            "--data-dir",
+            str(owner.data_dir),
+            "--json",
+        ).stdout
+    )["artifact_id"]
+    removed = json.loads(cli("rm", artifact_id, "--data-dir", str(owner.data_dir), "--json").stdout)
+    assert removed == {"artifact_id": artifact_id, "deleted": True, "already": False}
+
+    def held(artifact: str) -> list[str]:
+        return [node.name for node in survivors if (node.data_dir / "shares" / artifact).exists()]
+
+    wait_until(lambda: held(artifact_id) == [], 60, "every holder to free the deleted artifact's shares")
+    wait_until(lambda: held(expiring) == [], 90, "every holder to free the expired artifact's shares")
+    assert all(row["artifact_id"] not in (artifact_id, expiring) for row in mesh.artifacts(getter))
+    refused = cli(
+        "get", artifact_id, "-o", str(tmp_path / "gone.bin"), "--data-dir", str(getter.data_dir), check=False
+    )
+    assert refused.returncode == 1 and "deleted" in refused.stderr, refused.stderr
+    assert not (tmp_path / "gone.bin").exists()
+
 
 def _mount_tmpfs(path: Path, size_mib: int) -> bool:
     path.mkdir(parents=True)

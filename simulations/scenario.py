@@ -11,9 +11,12 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
+from protocols.storage.config import StorageConfig
+from protocols.storage.records import MAX_ARTIFACT_BYTES, MAX_SHARES
 from simulations.network_model import NetworkConfig, Region
 
 
@@ -59,6 +62,46 @@ class TimedEvent:
     role: str | None = None
 
 
+STORAGE_MODEL_KEYS = ("artifacts", "artifact_size", "k", "n", "repair", "bandwidth", "liars")
+"""Keys of a `[storage]` table about the stored artifacts; any other key is a `StorageConfig` field."""
+STORAGE_CORE_KEYS = tuple(f.name for f in dataclass_fields(StorageConfig) if f.name not in STORAGE_MODEL_KEYS)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Artifacts stored in the mesh (`simulations/storage_model.py`); none by default.
+
+    `core` holds `StorageConfig` overrides (e.g. `max_concurrent_repairs`), checked when
+    the world is built, as `[election]` is.
+    """
+
+    artifacts: int = 0
+    artifact_bytes: int = 64 * 1024 * 1024
+    k: int = 3
+    n: int = 10
+    repair: bool = True
+    """False: the acting hub still checks and audits, but no repair is ever carried out (Tahoe's default)."""
+    bandwidth_bytes_per_s: float | None = None
+    """Per-node bulk bandwidth, each direction; None: the network's bandwidth, else 100 Mbit/s."""
+    liars: float = 0.0
+    """Fraction of nodes that list the shares they are given in their storage record but never keep them."""
+    core: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.artifacts < 0:
+            raise ScenarioError("storage.artifacts: must not be negative")
+        if not 1 <= self.artifact_bytes <= MAX_ARTIFACT_BYTES:
+            raise ScenarioError(f"storage.artifact_size: must be 1 byte to {MAX_ARTIFACT_BYTES} bytes")
+        if not 1 <= self.k <= self.n <= MAX_SHARES:
+            raise ScenarioError(f"storage: need 1 <= k <= n <= {MAX_SHARES}, got k={self.k}, n={self.n}")
+        if not 0.0 <= self.liars <= 1.0:
+            raise ScenarioError("storage.liars: must lie between 0% and 100%")
+        if self.bandwidth_bytes_per_s is not None and not (
+            math.isfinite(self.bandwidth_bytes_per_s) and self.bandwidth_bytes_per_s > 0
+        ):
+            raise ScenarioError("storage.bandwidth: must be a positive bandwidth")
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A complete, validated description of one simulation run."""
@@ -78,6 +121,7 @@ class Scenario:
     election: dict[str, Any] = field(default_factory=dict)
     kill_hub_every_s: float | None = None
     """Crash the acting hub this often (until the mesh goes quiet); it restarts 30 s later."""
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     def __post_init__(self) -> None:
         if self.nodes < 2:
@@ -203,6 +247,22 @@ def parse_bandwidth(value: Any, where: str) -> float:
     if not math.isfinite(rate) or rate <= 0:
         raise ScenarioError(f"{where}: must be a positive bandwidth, got {value!r}")
     return rate
+
+
+def parse_bytes(value: Any, where: str) -> int:
+    """Bytes from `64MiB`, `1.5GB`, `512KiB` or a plain number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", value.strip().lower().replace(" ", ""))
+        if match is None or (match.group(2) or "b") not in _BYTES:
+            raise ScenarioError(f"{where}: expected a size like '64MiB', got {value!r}")
+        size = float(match.group(1)) * _BYTES[match.group(2) or "b"]
+    else:
+        raise ScenarioError(f"{where}: expected a size like '64MiB', got {value!r}")
+    if not math.isfinite(size) or size < 1:
+        raise ScenarioError(f"{where}: must be at least one byte, got {value!r}")
+    return round(size)
 
 
 def _positive_int(value: Any, where: str, minimum: int = 1) -> int:
@@ -425,7 +485,17 @@ def scenario_from_mapping(data: dict[str, Any], base: Scenario | None = None) ->
     base = base or Scenario()
     _check_keys(
         data,
-        {"run", "network", "churn", "workload", "events", "membership", "dissemination", "election"},
+        {
+            "run",
+            "network",
+            "churn",
+            "workload",
+            "events",
+            "membership",
+            "dissemination",
+            "election",
+            "storage",
+        },
         "scenario",
     )
     run = _table(data, "run")
@@ -474,9 +544,35 @@ def scenario_from_mapping(data: dict[str, Any], base: Scenario | None = None) ->
             if "kill_hub_every" in run
             else base.kill_hub_every_s
         ),
+        storage=_parse_storage(_table(data, "storage"), base.storage) if "storage" in data else base.storage,
     )
     _check_regions(scenario)
     return scenario
+
+
+def _parse_storage(table: dict[str, Any], base: StorageSettings) -> StorageSettings:
+    """The `[storage]` table: the artifacts to store, and any `StorageConfig` field (checked by the world)."""
+    _check_keys(table, set(STORAGE_MODEL_KEYS) | set(STORAGE_CORE_KEYS), "storage")
+    changes: dict[str, Any] = {}
+    if "artifacts" in table:
+        changes["artifacts"] = _positive_int(table["artifacts"], "storage.artifacts", 0)
+    if "artifact_size" in table:
+        changes["artifact_bytes"] = parse_bytes(table["artifact_size"], "storage.artifact_size")
+    for key in ("k", "n"):
+        if key in table:
+            changes[key] = _positive_int(table[key], f"storage.{key}")
+    if "repair" in table:
+        if not isinstance(table["repair"], bool):
+            raise ScenarioError(f"storage.repair: expected true or false, got {table['repair']!r}")
+        changes["repair"] = table["repair"]
+    if "bandwidth" in table:
+        changes["bandwidth_bytes_per_s"] = parse_bandwidth(table["bandwidth"], "storage.bandwidth")
+    if "liars" in table:
+        changes["liars"] = parse_fraction(table["liars"], "storage.liars")
+    core = {key: value for key, value in table.items() if key in STORAGE_CORE_KEYS}
+    if core:
+        changes["core"] = core
+    return replace(base, **changes)
 
 
 def _kill_every(value: Any, where: str) -> float | None:
@@ -496,8 +592,15 @@ def build_scenario(
     seed: int | None = None,
     scenario_file: Path | None = None,
     kill_hub_every: str | float | None = None,
+    artifacts: int | None = None,
+    artifact_mb: float | None = None,
+    k: int | None = None,
+    n: int | None = None,
+    repair: bool | None = None,
 ) -> Scenario:
-    """CLI entry: a scenario file (if any) first, then the explicit options on top of it."""
+    """CLI entry: a scenario file (if any) first, then the explicit options on top of it.
+
+    `artifact_mb` is in MiB (2**20 bytes)."""
     if scenario_file is not None:
         try:
             text = Path(scenario_file).read_text(encoding="utf-8")
@@ -524,6 +627,21 @@ def build_scenario(
         else:
             base_churn = scenario.churn or ChurnConfig(rate_per_s=rate)
             changes["churn"] = replace(base_churn, rate_per_s=rate)
+    storage: dict[str, Any] = {}
+    if artifacts is not None:
+        storage["artifacts"] = _positive_int(artifacts, "--artifacts", 0)
+    if artifact_mb is not None:
+        if not math.isfinite(artifact_mb) or artifact_mb <= 0:
+            raise ScenarioError(f"--artifact-mb: must be positive, got {artifact_mb!r}")
+        storage["artifact_bytes"] = max(1, round(artifact_mb * 1024 * 1024))
+    if k is not None:
+        storage["k"] = _positive_int(k, "--k")
+    if n is not None:
+        storage["n"] = _positive_int(n, "--n")
+    if repair is not None:
+        storage["repair"] = repair
+    if storage:
+        changes["storage"] = replace(scenario.storage, **storage)
     try:
         return replace(scenario, **changes) if changes else scenario
     except ValueError as exc:

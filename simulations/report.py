@@ -69,6 +69,8 @@ class Report:
     stopped_early: str | None
     scenario: dict[str, Any]
     series: Series = field(default_factory=Series)
+    storage: dict[str, Any] | None = None
+    """Artifacts, losses, repairs and their traffic (`simulations/storage_model.py`); None without any."""
 
     @property
     def speedup(self) -> float:
@@ -101,6 +103,7 @@ class Report:
             "violations": self.violations,
             "stopped_early": self.stopped_early,
             "scenario": self.scenario,
+            "storage": None if self.storage is None else _rounded(self.storage),
         }
 
     def write(self, out_dir: Path) -> Path:

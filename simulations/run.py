@@ -187,6 +187,7 @@ def build_report(world: World, wall_seconds: float, setup_seconds: float) -> Rep
         stopped_early=engine.stop_reason,
         scenario=_scenario_json(scenario),
         series=series,
+        storage=None if world.storage is None else world.storage.summary(virtual, node_seconds),
     )
 
 

@@ -4,7 +4,9 @@ The world is the simulator's `Population`: it knows what a crash, a leave, a joi
 restart mean for a node (the same steps a real node goes through: a member signs an
 admission record, the newcomer joins through that member; a crashed node restarts
 with its identity and persisted records), and it feeds the metrics and invariant
-checker from what the cores emit.
+checker from what the cores emit. With artifacts in the scenario it also keeps the
+storage model (`simulations/storage_model.py`): the shares on the nodes' disks, the
+acting hub's storage core, repairs and audits.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from protocols.membership.events import MemberChanged
 from protocols.records.admission_records import make_admission, make_genesis
 from protocols.records.record import Record, Verifier, sign_record
 from protocols.records.store import RecordStore
+from protocols.storage.config import StorageConfig
 from simulations.churn_model import ChurnModel
 from simulations.engine import Engine
 from simulations.hub_tracker import SAMPLE_S, HubTracker
@@ -35,6 +38,7 @@ from simulations.metrics import DisseminationTracker, FailureDetectionTracker, P
 from simulations.network_model import NetworkModel
 from simulations.scenario import Scenario, ScenarioError, TimedEvent
 from simulations.sim_node import DISSEMINATION, MEMBERSHIP, ElectionFactory, SimNode, push_payload
+from simulations.storage_model import StorageModel
 from simulations.verify_cache import CachedVerifier
 from simulations.workload import Workload
 
@@ -87,6 +91,10 @@ class World:
         self.election_config: ElectionConfig = _config(
             ElectionConfig, {**SIM_ELECTION_DEFAULTS, **scenario.election}, "election"
         )
+        storage = scenario.storage
+        self.storage_config: StorageConfig = _config(
+            StorageConfig, {**storage.core, "k": storage.k, "n": storage.n}, "storage"
+        )
         self._election_factory = election_factory
         master = random.Random(scenario.seed)
         self._identity_rng = random.Random(master.getrandbits(64))
@@ -95,6 +103,7 @@ class World:
         self._workload_rng = random.Random(master.getrandbits(64))
         self._check_rng = random.Random(master.getrandbits(64))
         self.network = NetworkModel(scenario.network, random.Random(master.getrandbits(64)))
+        storage_rng = random.Random(master.getrandbits(64))  # drawn last: the other streams stay as they were
         self.engine = Engine(self.network, shared=frozenset({DISSEMINATION}))
         self.engine.observers.append(self._observe)
         self.verifier = CachedVerifier()
@@ -111,6 +120,10 @@ class World:
         self.hub = HubTracker(self._election_of, lambda node: self._index.get(node, 0), self.checker.violate)
         self.churn = ChurnModel(self, self._churn_rng)
         self.workload = Workload(self, self._workload_rng)
+        self.storage: StorageModel | None = None
+        """The artifacts' shares and the hub's storage core; None when the scenario stores none."""
+        if storage.artifacts > 0:
+            self.storage = StorageModel(self, storage, self.storage_config, storage_rng)
         self.bucket_live: list[float] = []
         founder = self._new_identity()
         self.genesis = make_genesis(founder, "simulation", 0.0, self._identity_rng.randbytes(16))
@@ -165,6 +178,7 @@ class World:
             self.dissemination_config,
             self.election_config,
             self._election_factory,
+            self.storage,
         )
         return node
 
@@ -209,6 +223,8 @@ class World:
         for record in records:
             self.checker.acknowledged(record.signature, record, self.founder_id)
         self.checker.held_by_all([record.signature for record in records], member_ids)
+        if self.storage is not None:
+            self.storage.bootstrap()
         for node in self.live.values():
             self.engine.attach(node)
         self.population.sample(0.0, len(self.live))
@@ -331,9 +347,11 @@ class World:
             self.checker.check_stores(self.now)
 
     def finish(self) -> None:
-        """The exhaustive end-of-run store check (if the run was not already stopped)."""
+        """The exhaustive end-of-run store check (if the run was not already stopped); storage's books."""
         if self.engine.stop_reason is None and self.checker.check_stores(self.now):
             self.hub.scan(self.now, self.live_stores())
+        if self.storage is not None:
+            self.storage.finish()
 
     def _violation(self, violation: Violation) -> None:
         self.engine.stop(str(violation))
@@ -389,6 +407,8 @@ class World:
         self.network.forget(node_id)
         if restarts:
             self._persisted[node_id] = (node.identity, node.index, node.store)
+        if self.storage is not None:
+            self.storage.node_down(node, permanent=not restarts)
         self.detection.crashed(node_id, self.now)
         self.engine.trace(_T_CRASH, node.index)
         self.population.sample(self.now, len(self.live))
@@ -402,6 +422,8 @@ class World:
         self.engine.flush(node, MEMBERSHIP)  # the "left" announcements go out before it stops
         self.engine.detach(node_id)
         self.network.forget(node_id)
+        if self.storage is not None:
+            self.storage.node_down(node, permanent=True)
         self.detection.left(node_id)
         self.checker.forget_node(node_id)
         self.engine.trace(_T_LEAVE, node.index)
@@ -421,6 +443,8 @@ class World:
         node = self._make_node(identity, self._new_store())
         self.network.place(identity.node_id, region)
         self.live[identity.node_id] = node
+        if self.storage is not None:
+            self.storage.joined(node)
         node.membership.join(self.now, [sponsor.node_id])
         node.seed_peers([sponsor.node_id])
         self.detection.started(identity.node_id, self.now, restart=False)
@@ -439,6 +463,8 @@ class World:
         seeds = self._churn_rng.sample(live, min(3, len(live)))
         node = self._make_node(identity, store)
         self.live[node_id] = node
+        if self.storage is not None:
+            self.storage.node_up(node)
         node.membership.join(self.now, seeds)
         node.seed_peers(seeds)
         self.detection.started(node_id, self.now, restart=True)
@@ -537,4 +563,3 @@ def convergence_bound_s(
     _, suspicion_max, _ = membership.suspicion_bounds(nodes)
     period = membership.protocol_period * membership.time_scale(nodes)
     return rounds * (interval + 2 * (latency + extra)) + suspicion_max + 2 * period
-

@@ -39,6 +39,20 @@ def simulate(
             "--kill-hub-every", help="Crash the acting hub this often, e.g. 3m (it restarts 30s later)."
         ),
     ] = None,
+    artifacts: Annotated[
+        int | None, typer.Option("--artifacts", help="Artifacts stored in the mesh, k-of-n (default 0).")
+    ] = None,
+    artifact_mb: Annotated[
+        float | None, typer.Option("--artifact-mb", help="Size of each artifact in MiB (default 64).")
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", help="Shares needed to rebuild an artifact (default 3).")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Shares stored per artifact (default 10).")] = None,
+    repair: Annotated[
+        bool | None,
+        typer.Option("--repair/--no-repair", help="Repair artifacts as holders go (default: repair)."),
+    ] = None,
     scenario: Annotated[
         Path | None, typer.Option("--scenario", help="TOML scenario file (see docs/simulation.md).")
     ] = None,
@@ -58,6 +72,11 @@ def simulate(
             seed=seed,
             scenario_file=scenario,
             kill_hub_every=kill_hub_every,
+            artifacts=artifacts,
+            artifact_mb=artifact_mb,
+            k=k,
+            n=n,
+            repair=repair,
         )
         report = run_simulation(parsed, progress=progress and sys.stderr.isatty())
     except ScenarioError as exc:
@@ -108,6 +127,23 @@ def print_summary(report: Report, console: Console, out: Path | None) -> None:
         f"p95 {_s(h.get('failover_p95_s'))}, "
         f"availability {_pct(h.get('availability'))}",
     )
+    storage = report.storage
+    if storage is not None:
+        table.add_row(
+            "storage",
+            f"{storage['artifacts']} artifacts ({storage['k']}-of-{storage['n']}), "
+            f"lost {storage['lost']}, unavailable at end {storage['unavailable_at_end']}, "
+            f"min healthy {storage['min_healthy']}, "
+            f"below repair threshold {_pct(storage['below_threshold_fraction'])} of artifact-time",
+        )
+        table.add_row(
+            "repairs",
+            f"{storage['repairs_ok']} done, {storage['repairs_failed']} failed"
+            + ("" if storage["repair"] else " (repair off)")
+            + f", {_bytes(storage['repair_bytes'])} moved, "
+            f"{_bytes(storage['repair_bytes_per_node_per_hour'])} per node per hour, "
+            f"busiest node {_bytes(storage['busiest_node_repair_bytes_per_s'])}/s",
+        )
     table.add_row("digest", report.digest[:16])
     if report.stopped_early:
         table.add_row("[red]stopped[/red]", report.stopped_early)
@@ -118,6 +154,15 @@ def print_summary(report: Report, console: Console, out: Path | None) -> None:
 
 def _s(value: object) -> str:
     return f"{value:.2f}s" if isinstance(value, float | int) else "-"
+
+
+def _bytes(value: object) -> str:
+    if not isinstance(value, float | int):
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value:.0f} B"
 
 
 def _pct(value: object) -> str:

@@ -36,15 +36,22 @@ import os
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from actors.hardware_daemon import load_limits
-from kernels.artifact_codec import ShareCorrupt, decode_shares, encode_file, regenerate_shares
+from kernels.artifact_codec import (
+    NotEnoughShares,
+    ShareCorrupt,
+    decode_shares,
+    encode_file,
+    regenerate_shares,
+)
 from mesh.node_parts import STORAGE, NodeError, NodeParts
 from mesh.share_store import ShareStore
 from mesh.share_transfer import SHARES_PROTOCOL, STORAGE_PROTOCOL, ShareInfo, ShareTransfer, TransferFailed
@@ -74,6 +81,10 @@ log = logging.getLogger(__name__)
 PUSH_PARALLEL = 3
 """Shares pushed at once by a put or a repair (each its own bulk stream)."""
 JOBS_KEPT = 64
+GET_ATTEMPTS = 3
+"""Decodes a get tries, each time without the shares that failed their checks the time before."""
+PARTIAL_GET_KEPT_S = 86_400.0
+"""A cut get's partial shares are kept this long for the next get to resume from."""
 SCRUB_BYTES_PER_S = 8 * 1024 * 1024
 """How fast, on average, a node re-reads its own shares to find corruption (`_scrub_forever`)."""
 SCRUB_START_S = 5.0
@@ -128,8 +139,8 @@ class StorageService:
             data_path / "shares", limit_bytes=limits.disk_bytes, disk_full_percent=disk_full_percent
         )
         self._work = data_path / "storage-work"
-        shutil.rmtree(self._work, ignore_errors=True)  # a killed node's staging and partial fetches
         self._work.mkdir(parents=True, exist_ok=True)
+        _clean_work(self._work, time.time())
         self.transfer = ShareTransfer(
             self.shares, self._request, self._send_bulk, self.share_info, self.changed
         )
@@ -526,14 +537,16 @@ class StorageService:
             raise StorageError(f"{out.parent} does not exist")
         job.total, job.phase = body.size, "fetching"
         folder = self._work / f"get-{artifact_id.hex()}"
-        folder.mkdir(exist_ok=True)
-        try:
-            shares = await self._gather(artifact_id, body, folder, body.k, job)
+        folder.mkdir(exist_ok=True)  # what a cut transfer kept stays here for the next get
+        skip: set[int] = set()
+        tmp = out.with_name(f".{out.name}.ileices-part")
+        for _attempt in range(GET_ATTEMPTS):
+            shares = await self._gather(artifact_id, body, folder, body.k, job, skip)
             job.phase, job.done = "decoding", 0
-            tmp = out.with_name(f".{out.name}.ileices-part")
             try:
                 bad = await trio.to_thread.run_sync(
-                    lambda: decode_shares(
+                    partial(
+                        decode_shares,
                         shares,
                         tmp,
                         artifact_id=artifact_id,
@@ -541,13 +554,25 @@ class StorageService:
                         progress=lambda done: setattr(job, "done", done),
                     )
                 )
-                os.replace(tmp, out)
-            except ShareCorrupt as exc:
+            except NotEnoughShares as exc:
+                # A share that failed its check while decoding is not used again: this
+                # node's own is dropped (and repaired by the mesh), a fetched one deleted.
+                skip |= set(exc.bad)
+                self._drop_bad(artifact_id, exc.bad, folder)
+                job.phase = "fetching"
+                continue
+            except ShareCorrupt as exc:  # decode_shares removed its partial output
                 raise StorageError(f"artifact {artifact_id.hex()[:12]} could not be rebuilt: {exc}") from exc
-            finally:
-                tmp.unlink(missing_ok=True)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, out)
+            break
+        else:
+            tmp.unlink(missing_ok=True)
+            short = artifact_id.hex()[:12]
+            raise StorageError(
+                f"artifact {short}: shares {sorted(skip)} failed their checks, no others reachable"
+            )
+        self._drop_bad(artifact_id, bad, folder)
+        shutil.rmtree(folder, ignore_errors=True)
         log.info("got %s into %s (%d bytes)", artifact_id.hex()[:12], out, body.size)
         return {
             "artifact_id": artifact_id.hex(),
@@ -557,18 +582,36 @@ class StorageService:
             "owner": owner.hex(),
         }
 
+    def _drop_bad(self, artifact_id: bytes, bad: Iterable[int], folder: Path) -> None:
+        """Shares that failed a check while decoding: this node's own is quarantined, a fetched one
+        deleted."""
+        for index in bad:
+            (folder / f"{index}.share").unlink(missing_ok=True)
+            if self.shares.has(artifact_id, index):
+                self.shares.quarantine(artifact_id, index)
+                self.changed()
+
     async def _gather(
-        self, artifact_id: bytes, body: ArtifactBody, folder: Path, wanted: int, job: Job | None
+        self,
+        artifact_id: bytes,
+        body: ArtifactBody,
+        folder: Path,
+        wanted: int,
+        job: Job | None,
+        skip: set[int] | frozenset[int] = frozenset(),
     ) -> dict[int, Path]:
-        """At least `wanted` checked share files (own ones first), fetched into `folder`."""
+        """At least `wanted` checked share files (own ones first), fetched into `folder`; shares in
+        `skip` failed a check before and are not used."""
         view = await self._parts.call_core(STORAGE, lambda core, now: core.artifact(artifact_id))
         holders: dict[int, tuple[NodeId, ...]] = dict(view.holders) if view is not None else {}
         got: dict[int, Path] = {}
         for index in range(body.n):
             own = self.shares.path_of(artifact_id, index)
-            if own is not None:
+            if own is not None and index not in skip:
                 got[index] = own  # checked block by block as it is decoded
-        candidates = [i for i in holders if i not in got and holders[i]]
+            elif (folder / f"{index}.share").exists() and index not in skip:
+                got[index] = folder / f"{index}.share"  # fetched and checked whole by an earlier attempt
+        candidates = [i for i in holders if i not in got and i not in skip and holders[i]]
         random.shuffle(candidates)
         failures: list[str] = []
         while len(got) < wanted and candidates:
@@ -734,6 +777,18 @@ class StorageService:
             STORAGE,
             lambda core, now: core.audit_result(now, event.holder, event.artifact_id, event.index, ok),
         )
+
+
+def _clean_work(work: Path, now: float) -> None:
+    """A killed node's leftovers: staging of puts and repairs always, a get's partial shares once
+    they are a day old (younger ones let the next get resume)."""
+    for folder in work.iterdir():
+        if folder.name.startswith("get-") and now - folder.stat().st_mtime < PARTIAL_GET_KEPT_S:
+            continue
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            folder.unlink(missing_ok=True)
 
 
 def _set_wall_clock(wall: float) -> Callable[[Any, float], None]:

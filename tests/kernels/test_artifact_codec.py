@@ -533,3 +533,15 @@ def test_fuzz_well_formed_but_inconsistent_headers_raise_only_share_corrupt(
         verifier.feed(content)
         verifier.finish()
     assert check_audit(blake3(encoded).digest(), chunk, encoded, tail) in (True, False)
+
+
+def test_incompressible_chunks_skip_zstd_and_text_is_compressed() -> None:
+    from kernels.artifact_codec import ChunkEncoder
+
+    encoder = ChunkEncoder(2, 3)
+    random_chunk = os.urandom(1024 * 1024)
+    text_chunk = b"the same line of text, over and over\n" * 30_000
+    assert not encoder.encode(random_chunk).entry.compressed
+    assert encoder.encode(text_chunk).entry.compressed
+    small = b"tiny text " * 1000  # below the probe's threshold: zstd decides alone
+    assert encoder.encode(small).entry.compressed

@@ -224,9 +224,9 @@ class ChunkEncoder:
         if plain_size == 0:
             raise ValueError("chunks are never empty")
         plain_hash = blake3(chunk).digest()
-        packed = self._zstd.compress(chunk) if self._worth_compressing(chunk) else chunk
-        stored: Bytes = packed if len(packed) < plain_size else chunk
-        compressed = stored is packed
+        packed = self._zstd.compress(chunk) if self._worth_compressing(chunk) else None
+        compressed = packed is not None and len(packed) < plain_size
+        stored: Bytes = packed if packed is not None and compressed else chunk
         stored_size = len(stored)
         size = block_size(stored_size, self.k)
         view = memoryview(stored)

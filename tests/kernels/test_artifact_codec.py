@@ -545,3 +545,12 @@ def test_incompressible_chunks_skip_zstd_and_text_is_compressed() -> None:
     assert encoder.encode(text_chunk).entry.compressed
     small = b"tiny text " * 1000  # below the probe's threshold: zstd decides alone
     assert encoder.encode(small).entry.compressed
+
+
+@pytest.mark.parametrize("kind", ["random", "mixed"])
+def test_round_trip_with_chunks_the_probe_sees(tmp_path: Path, kind: str) -> None:
+    size = 2 * 1024 * 1024 + 777  # chunks of 1 MiB are probed before zstd runs on them
+    data = os.urandom(size) if kind == "random" else mixed_data(size)
+    layout, out = encode(tmp_path, data, chunk=1024 * 1024)
+    decoded, bad = decode(tmp_path, layout, paths(out, range(K, N)))
+    assert decoded == data and bad == set()

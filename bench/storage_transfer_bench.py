@@ -15,7 +15,6 @@ The issue's target: put and get at least 50 MB/s of file bytes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -32,31 +31,10 @@ from bootstrap.control_client import control_request
 from mesh.libp2p_transport import Libp2pTransport
 from mesh.transport import BulkIncoming
 from protocols.common.identity import NodeId, NodeIdentity
+from tests.support.artifact_files import sha256_of, write_artifact_file
 from tests.support.mesh_processes import ProcessMesh, wait_until
 
 MIB = 1024 * 1024
-
-
-def write_file(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    text = b"a line of text that compresses, as logs and datasets do\n" * (MIB // 56 + 1)
-    with path.open("wb") as out:
-        written = 0
-        while written < size:
-            piece = os.urandom(MIB) if (written // MIB) % 2 == 0 else text[:MIB]
-            piece = piece[: size - written]
-            out.write(piece)
-            digest.update(piece)
-            written += len(piece)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while piece := source.read(MIB):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def run_job(mesh: ProcessMesh, node: Any, request: dict[str, Any]) -> tuple[dict[str, Any], float]:
@@ -106,7 +84,7 @@ def main() -> None:
         root = Path(folder)
         baseline = trio.run(bulk_baseline, size)
         source = root / "source.bin"
-        expected = write_file(source, size)
+        expected = write_artifact_file(source, size)
         mesh = ProcessMesh(root / "mesh")
         nodes = [mesh.node(f"n{i}") for i in range(args.nodes)]
         try:
@@ -134,7 +112,7 @@ def main() -> None:
             )
             out = root / "back.bin"
             _, get_s = run_job(mesh, getter, {"op": "get", "id": artifact, "out": str(out)})
-            same = sha256(out) == expected
+            same = sha256_of(out) == expected
         finally:
             mesh.close()
     mb = size / 1e6

@@ -25,8 +25,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bootstrap.control_client import ControlClientError, control_request
 from bootstrap.log_setup import parse_log_level, setup_node_logging
+from bootstrap.node_calls import ask, fail
 from bootstrap.options import DataDirOption
 from mesh.control_socket import socket_path_problem
 from mesh.data_dir import DataDir, DataDirError, prepare_joiner
@@ -60,15 +60,10 @@ LOCK_FILE = "node.lock"
 LogLevelOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 
 
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _setup_logging(data_dir: Path, level: str) -> None:
     numeric = parse_log_level(level)
     if numeric is None:
-        _fail(f"unknown log level {level!r}: use debug, info, warning or error")
+        fail(f"unknown log level {level!r}: use debug, info, warning or error")
         return
     setup_node_logging(DataDir(data_dir).log_dir / "node.log", numeric)
 
@@ -112,7 +107,7 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        _fail(f"a node is already running on {data_dir}")
+        fail(f"a node is already running on {data_dir}")
     return handle
 
 
@@ -132,7 +127,7 @@ def up(data_dir: DataDirOption, listen: ListenOption = None, log_level: LogLevel
     Refuses when DATA_DIR's key is not a member of the mesh its records describe.
     """
     if not DataDir(data_dir).is_initialised():
-        _fail(f"{data_dir} holds no node; found a mesh with `ileices init` or join one with `ileices join`")
+        fail(f"{data_dir} holds no node; found a mesh with `ileices init` or join one with `ileices join`")
     _check_before_start(data_dir, listen)
     _run(data_dir, listen, None, log_level)
 
@@ -141,17 +136,17 @@ def _check_before_start(data_dir: Path, listen: list[str] | None) -> None:
     """What would otherwise fail only once the node runs (for `join`: after being admitted)."""
     problem = socket_path_problem(data_dir)
     if problem is not None:
-        _fail(problem)
+        fail(problem)
     import multiaddr  # light (~25 ms), unlike the libp2p that the node itself pulls in
 
     for address in listen or []:
         try:
             protocols = [protocol.name for protocol in multiaddr.Multiaddr(address).protocols()]
         except ValueError as exc:
-            _fail(f"--listen {address!r} is not a multiaddr ({exc}); e.g. /ip4/0.0.0.0/udp/4001/quic-v1")
+            fail(f"--listen {address!r} is not a multiaddr ({exc}); e.g. /ip4/0.0.0.0/udp/4001/quic-v1")
             return
         if "udp" not in protocols or "quic-v1" not in protocols:
-            _fail(f"--listen {address!r} is not a QUIC address; e.g. /ip4/0.0.0.0/udp/4001/quic-v1")
+            fail(f"--listen {address!r} is not a QUIC address; e.g. /ip4/0.0.0.0/udp/4001/quic-v1")
 
 
 def join(
@@ -167,7 +162,7 @@ def join(
         _check_before_start(data_dir, listen)
         prepare_joiner(data_dir, invite.body.mesh)
     except (InviteError, DataDirError, KeyFileError, DatabaseError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     _run(data_dir, listen, invite, log_level)
 
@@ -188,17 +183,6 @@ def _mesh_of(data_dir: Path) -> bytes | None:
         database.close()
 
 
-def _ask(data_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
-    try:
-        reply = control_request(data_dir, request)
-    except ControlClientError as exc:
-        _fail(str(exc))
-        raise
-    if not reply.get("ok"):
-        _fail(str(reply.get("error", "the node refused")))
-    return reply
-
-
 def invite(
     data_dir: DataDirOption,
     ttl: Annotated[str, typer.Option("--ttl", help="How long the token is valid, e.g. 24h, 30m.")] = "24h",
@@ -212,9 +196,9 @@ def invite(
         ttl_s = parse_duration(ttl, "--ttl")
         check_terms(ttl_s, uses)
     except (ScenarioError, InviteTermsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
-    reply = _ask(data_dir, {"op": "invite", "ttl_s": ttl_s, "uses": uses})
+    reply = ask(data_dir, {"op": "invite", "ttl_s": ttl_s, "uses": uses})
     if as_json:
         typer.echo(json.dumps({"token": reply["token"]}))
     else:
@@ -227,7 +211,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Ask the running node on DATA_DIR for its members, records and clock."""
-    document = _ask(data_dir, {"op": "status"})["status"]
+    document = ask(data_dir, {"op": "status"})["status"]
     if as_json:
         typer.echo(json.dumps(document))
         return
@@ -291,8 +275,8 @@ def revoke(
         if len(bytes.fromhex(node)) != 32:
             raise ValueError
     except ValueError:
-        _fail("NODE must be a 64-character hexadecimal node id")
-    reply = _ask(data_dir, {"op": "revoke", "node": node, "reason": reason})
+        fail("NODE must be a 64-character hexadecimal node id")
+    reply = ask(data_dir, {"op": "revoke", "node": node, "reason": reason})
     typer.echo(f"revoked {node[:16]} (revocation record seq {reply['seq']})")
 
 
@@ -302,5 +286,5 @@ def note(
     data_dir: DataDirOption,
 ) -> None:
     """Publish a signed note from the running node on DATA_DIR; every member receives it."""
-    reply = _ask(data_dir, {"op": "note", "key": key, "value": value})
+    reply = ask(data_dir, {"op": "note", "key": key, "value": value})
     typer.echo(f"published note {key!r} (record seq {reply['seq']})")

@@ -25,28 +25,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from bootstrap.control_client import ControlClientError, control_request
+from bootstrap.node_calls import ask, fail
 from bootstrap.options import DataDirOption
 
 POLL_S = 0.5
 _TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _ask(data_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
-    try:
-        reply = control_request(data_dir, request, timeout=60.0)
-    except ControlClientError as exc:
-        _fail(str(exc))
-        raise
-    if not reply.get("ok"):
-        _fail(str(reply.get("error", "the node refused")))
-    return reply
 
 
 def parse_ttl(text: str) -> float:
@@ -67,7 +51,7 @@ def _follow(data_dir: Path, job: dict[str, Any], as_json: bool, label: str) -> d
     if as_json:
         while job["state"] == "running":
             time.sleep(POLL_S)
-            job = _ask(data_dir, {"op": "job", "id": job["id"]})["job"]
+            job = ask(data_dir, {"op": "job", "id": job["id"]})["job"]
         return job
     columns = (
         TextColumn("{task.description}"),
@@ -86,7 +70,7 @@ def _follow(data_dir: Path, job: dict[str, Any], as_json: bool, label: str) -> d
                 completed=job["done"],
             )
             time.sleep(POLL_S)
-            job = _ask(data_dir, {"op": "job", "id": job["id"]})["job"]
+            job = ask(data_dir, {"op": "job", "id": job["id"]})["job"]
     return job
 
 
@@ -110,11 +94,11 @@ def put(
     says what the artifact can survive).
     """
     if k is not None and n is not None and k > n:
-        _fail(f"--k {k} is more than --n {n}: k of n shares rebuild the file, so k <= n")
+        fail(f"--k {k} is more than --n {n}: k of n shares rebuild the file, so k <= n")
     request = {"op": "put", "path": str(file.resolve()), "k": k, "n": n, "ttl_s": parse_ttl(ttl)}
-    job = _follow(data_dir, _ask(data_dir, request)["job"], as_json, f"put {file.name}")
+    job = _follow(data_dir, ask(data_dir, request, timeout=60.0)["job"], as_json, f"put {file.name}")
     if job["state"] != "done":
-        _fail(str(job["error"]))
+        fail(str(job["error"]))
     result = job["result"]
     if as_json:
         typer.echo(json.dumps(result))
@@ -139,9 +123,9 @@ def get(
     from where it stopped when you run the command again.
     """
     request = {"op": "get", "id": artifact_id, "out": str(out.resolve())}
-    job = _follow(data_dir, _ask(data_dir, request)["job"], as_json, f"get {artifact_id[:12]}")
+    job = _follow(data_dir, ask(data_dir, request, timeout=60.0)["job"], as_json, f"get {artifact_id[:12]}")
     if job["state"] != "done":
-        _fail(str(job["error"]))
+        fail(str(job["error"]))
     result = job["result"]
     if as_json:
         typer.echo(json.dumps(result))
@@ -154,7 +138,7 @@ def artifacts(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
     """List the mesh's artifacts with their health: healthy shares of n, and what each survives."""
-    rows = _ask(data_dir, {"op": "artifacts"})["artifacts"]
+    rows = ask(data_dir, {"op": "artifacts"})["artifacts"]
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -176,7 +160,7 @@ def rm(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Delete an artifact you own: every holder frees its shares when the tombstone reaches it."""
-    removed = _ask(data_dir, {"op": "rm", "id": artifact_id})["removed"]
+    removed = ask(data_dir, {"op": "rm", "id": artifact_id})["removed"]
     if as_json:
         typer.echo(json.dumps(removed))
         return

@@ -15,25 +15,10 @@ import typer
 
 from actors.hardware_daemon import load_limits, save_limits
 from bootstrap.control_client import ControlClientError, NodeNotRunning, control_request
+from bootstrap.node_calls import ask, fail
 from bootstrap.options import DataDirOption
 from kernels.volunteer_limits import LimitsError, VolunteerLimits, apply_cli_values
 from mesh.data_dir import DataDir
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _ask(data_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
-    try:
-        reply = control_request(data_dir, request)
-    except ControlClientError as exc:
-        _fail(str(exc))
-        raise
-    if not reply.get("ok"):
-        _fail(str(reply.get("error", "the node refused")))
-    return reply
 
 
 def volunteer(
@@ -62,11 +47,11 @@ def volunteer(
     included); options you leave out keep their stored value.
     """
     if not DataDir(data_dir).is_initialised():
-        _fail(f"{data_dir} holds no node; run `ileices init` or `ileices join` first")
+        fail(f"{data_dir} holds no node; run `ileices init` or `ileices join` first")
     try:
         limits = apply_cli_values(load_limits(data_dir), cpu=cpu, gpu=gpu, ram=ram, hours=hours, disk=disk)
     except (LimitsError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     changed = any(value is not None for value in (cpu, gpu, ram, hours, disk))
     if changed:
@@ -87,10 +72,10 @@ def _apply_or_store(data_dir: Path, limits: VolunteerLimits) -> str:
         return "stored; the node applies them when it starts"
     except ControlClientError as exc:
         save_limits(data_dir, limits)
-        _fail(f"{exc}; the limits are stored in {data_dir} for the node's next start")
+        fail(f"{exc}; the limits are stored in {data_dir} for the node's next start")
         raise
     if not reply.get("ok"):
-        _fail(str(reply.get("error", "the node refused")))
+        fail(str(reply.get("error", "the node refused")))
     return "applied to the running node"
 
 
@@ -100,19 +85,19 @@ def _describe(limits: dict[str, Any]) -> str:
 
 def pause(data_dir: DataDirOption) -> None:
     """Pause all work on the running node (tasks are suspended, none start) until `resume`."""
-    _ask(data_dir, {"op": "pause"})
+    ask(data_dir, {"op": "pause"})
     typer.echo("paused: tasks suspended, no new work accepted")
 
 
 def resume(data_dir: DataDirOption) -> None:
     """Let the running node work again after `pause`."""
-    _ask(data_dir, {"op": "resume"})
+    ask(data_dir, {"op": "resume"})
     typer.echo("resumed")
 
 
 def stop_all(data_dir: DataDirOption) -> None:
     """The kill switch: stop every running task on the node at once."""
-    reply = _ask(data_dir, {"op": "stop_all"})
+    reply = ask(data_dir, {"op": "stop_all"})
     typer.echo(f"stopped {reply['volunteer']['stopped']} task(s)")
 
 
@@ -122,8 +107,8 @@ def run(
     name: Annotated[str, typer.Option("--name", help="A label for the task.")] = "task",
 ) -> None:
     """Run a program on the node as a task, held to the volunteer limits (local work)."""
-    reply = _ask(data_dir, {"op": "run_task", "argv": command, "name": name})
+    reply = ask(data_dir, {"op": "run_task", "argv": command, "name": name})
     task = reply["task"]
     if not task["started"]:
-        _fail("refused: " + "; ".join(task["reasons"]))
+        fail("refused: " + "; ".join(task["reasons"]))
     typer.echo(json.dumps({"task_id": task["task_id"], "pid": task["pid"]}))

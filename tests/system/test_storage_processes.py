@@ -18,7 +18,6 @@ The default run uses a 16 MiB file (about a minute); the slow run uses the issue
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,33 +29,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.artifact_files import MIB, sha256_of, write_artifact_file
 from tests.support.mesh_processes import NodeProcess, ProcessMesh, cli, wait_until
-
-MIB = 1024 * 1024
-
-
-def _file(path: Path, size: int) -> str:
-    """A file of `size` bytes, half random and half text-like (so zstd has something to do)."""
-    digest = hashlib.sha256()
-    rng = os.urandom
-    with path.open("wb") as out:
-        written = 0
-        line = b"the quick brown fox jumps over the lazy dog, again and again\n" * 1024
-        while written < size:
-            piece = rng(MIB) if (written // MIB) % 2 == 0 else line[:MIB]
-            piece = piece[: size - written]
-            out.write(piece)
-            digest.update(piece)
-            written += len(piece)
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while piece := source.read(MIB):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 class StorageMesh:
@@ -118,7 +92,7 @@ def test_artifact_survives_kills_repairs_itself_and_drops_a_corrupt_share(
         "every node to see six storage nodes",
     )
     source = tmp_path / "source.bin"
-    expected = _file(source, size)
+    expected = write_artifact_file(source, size)
 
     started = time.monotonic()
     put = cli(
@@ -131,11 +105,12 @@ def test_artifact_survives_kills_repairs_itself_and_drops_a_corrupt_share(
     print(f"put {size / 1e6:.0f} MB in {put_s:.1f} s ({size / 1e6 / put_s:.1f} MB/s)")
     wait_until(lambda: mesh.health(nodes[0], artifact_id) == 4, 60, "four healthy shares seen by the founder")
 
-    # 1. Kill the two holders the code tolerates losing: never the hub.
+    # 1. Kill the two holders the code tolerates losing: never the hub, nor the owner (it deletes later).
     hub = mesh.hub(nodes[0])
     holders = [node for node in nodes if mesh.storage(node)["shares"] > 0]
     assert len(holders) == 4, [node.name for node in holders]
-    victims = [node for node in holders if node.node_id != hub][:2]
+    victims = [node for node in holders if node.node_id != hub and node is not owner][:2]
+    assert len(victims) == 2
     for node in victims:
         mesh.procs.kill(node)
     killed_at = time.monotonic()
@@ -147,7 +122,7 @@ def test_artifact_survives_kills_repairs_itself_and_drops_a_corrupt_share(
     got = mesh.get(getter, artifact_id, out)
     print(f"get {size / 1e6:.0f} MB in {time.monotonic() - started:.1f} s with two holders dead")
     assert got["size"] == size
-    assert _sha256(out) == expected
+    assert sha256_of(out) == expected
 
     # 2. Repair, with no command: four healthy shares on the four live nodes.
     wait_until(lambda: mesh.health(getter, artifact_id) == 4, 300, "repair to restore four healthy shares")
@@ -170,11 +145,11 @@ def test_artifact_survives_kills_repairs_itself_and_drops_a_corrupt_share(
     wait_until(lambda: mesh.health(getter, artifact_id) == 4, 300, "repair after the corrupt share")
     out.unlink()
     mesh.get(getter, artifact_id, out)
-    assert _sha256(out) == expected
+    assert sha256_of(out) == expected
 
     # 4. Lifecycle: the owner's delete frees every share; so does an expiry, by itself.
     short = tmp_path / "short-lived.bin"
-    _file(short, MIB)
+    write_artifact_file(short, MIB)
     expiring = json.loads(
         cli(
             "put",
@@ -238,7 +213,7 @@ def test_a_node_at_90_percent_disk_refuses_shares_and_says_why(tmp_path: Path) -
             lambda: procs.status(founder)["storage"]["nodes"] == 1, 60, "the founder to see one storage node"
         )
         source = tmp_path / "small.bin"
-        _file(source, MIB)
+        write_artifact_file(source, MIB)
         placed = json.loads(
             cli(
                 "put", str(source), "--k", "1", "--n", "2", "--data-dir", str(founder.data_dir), "--json"

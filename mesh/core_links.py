@@ -119,6 +119,10 @@ class CoreLinks:
         repairing hub's placement records with it)."""
         return None if self._chain is None else self._chain.hub_of(term)
 
+    def current_hub(self) -> NodeId | None:
+        """The hub of the newest term the election's chain believes (None before any)."""
+        return None if self._chain is None else self._chain.hub_of(self._chain.latest_term)
+
     def membership_restarted(self) -> None:
         """A new membership core reports everyone afresh; forget what the old one said."""
         self._live.clear()

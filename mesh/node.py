@@ -229,7 +229,13 @@ class Node:
             parts.counters,
         )
         links = CoreLinks(parts, hub_role, acceptances.remember)
-        storage = StorageService(parts, self.data_dir.path, config.storage, acting_term=api.acting_term)
+        storage = StorageService(
+            parts,
+            self.data_dir.path,
+            config.storage,
+            acting_term=api.acting_term,
+            current_hub=links.current_hub,
+        )
         links.storage = storage
         joining = Joining(parts, links.live_peers, software_version(), self.started_at, config.leave_grace)
         membership_starts = 0

@@ -13,7 +13,8 @@ Two protocols carry storage traffic:
 - `/ileices/storage/1` (requests): a `ShareRequest` asks a holder to push a share back
   from an offset, and is answered once that push ended, with a one-line `ShareReply`;
   an `AuditChallenge` asks for one block of a share and its header, answered by an
-  `AuditProof` the auditor checks against the signed root (`check_audit`).
+  `AuditProof` the auditor checks against the signed root (`check_audit`); a
+  `RepairRequest` hands this node a repair (`on_repair`), answered by `RepairDone`.
 
 A fetch is resumable: the bytes received so far stay in `<index>.part`; the next fetch
 of that share re-checks them from disk, then asks the holder for the rest only.
@@ -40,6 +41,7 @@ from protocols.common.wire import MAX_MESSAGE_BYTES, WireError, decode, encode
 from protocols.storage.messages import (
     AuditChallenge,
     AuditProof,
+    RepairRequest,
     SharePush,
     ShareReply,
     ShareRequest,
@@ -117,6 +119,8 @@ class ShareTransfer:
         self._fetches: dict[tuple[NodeId, bytes, int], _Fetch] = {}
         self.counters: dict[str, int] = {}
         self.expect_wait_s = EXPECT_WAIT_S
+        self.on_repair: Callable[[NodeId, RepairRequest], Awaitable[bytes]] | None = None
+        """Carries out a repair the acting hub hands this node (`mesh.storage_service`)."""
 
     def _count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
@@ -275,6 +279,10 @@ class ShareTransfer:
                 return await self._serve_share(peer, message)
             case AuditChallenge():
                 return await self._serve_audit(message)
+            case RepairRequest():
+                if self.on_repair is None:
+                    return _refuse("this node does not take repairs")
+                return await self.on_repair(peer, message)
         self._count("malformed_request")
         return _refuse("not a request")
 

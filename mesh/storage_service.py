@@ -16,10 +16,14 @@ shares stream over the bulk path (`mesh.share_transfer`).
   artifact id; only then rename into place.
 - **rm**: the owner's tombstone; every holder frees its shares when it sees it (the
   core's `FreeShares`), as for an expiry.
-- **repair** (`RepairDue`, on the acting hub): fetch k shares, rebuild the missing ones
-  byte for byte (same roots as the signed record), push them to the targets the core
-  chose, publish a placement of the next generation. At most the core's
-  `max_concurrent_repairs` at once, most at-risk first (the core orders them).
+- **repair** (`RepairDue`, on the acting hub): the hub hands the work to the repair's
+  first target (`RepairRequest`), which fetches k shares, rebuilds the missing ones byte
+  for byte (same roots as the signed record), keeps its own and pushes the others to
+  the targets the core chose; the hub then publishes a placement of the next generation.
+  A worker that refuses or fails is replaced by the hub itself. Through the hub alone,
+  a mesh could repair only as fast as one machine's link (the simulator showed 1000
+  nodes falling behind); spread over the targets, it repairs in parallel. At most the
+  core's `max_concurrent_repairs` at once, most at-risk first (the core orders them).
 - **audit** (`AuditDue`): challenge a holder for one random block; the result goes back
   to the core, which counts a failure against the holder and stops counting that share
   as healthy.
@@ -54,12 +58,20 @@ from kernels.artifact_codec import (
 )
 from mesh.node_parts import STORAGE, NodeError, NodeParts
 from mesh.share_store import ShareStore
-from mesh.share_transfer import SHARES_PROTOCOL, STORAGE_PROTOCOL, ShareInfo, ShareTransfer, TransferFailed
+from mesh.share_transfer import (
+    SHARES_PROTOCOL,
+    STORAGE_PROTOCOL,
+    TRANSFER_TIMEOUT,
+    ShareInfo,
+    ShareTransfer,
+    TransferFailed,
+)
 from mesh.transport import TransportError
 from protocols.common.identity import NodeId
-from protocols.common.wire import WireError
+from protocols.common.wire import WireError, encode
 from protocols.storage.config import StorageConfig
 from protocols.storage.events import ArtifactLost, AuditDue, AuditFailed, FreeShares, RepairDue
+from protocols.storage.messages import RepairDone, RepairRequest, ShareAt, ShareReply, decode_storage
 from protocols.storage.placement import adapt_parameters, choose_holders
 from protocols.storage.records import (
     ARTIFACT,
@@ -128,10 +140,12 @@ class StorageService:
         config: StorageConfig | None = None,
         *,
         acting_term: Callable[[], Awaitable[int | None]],
+        current_hub: Callable[[], NodeId | None] = lambda: None,
         disk_full_percent: float = 90.0,
     ) -> None:
         self._parts = parts
         self._acting_term = acting_term
+        self._current_hub = current_hub
         self._data_path = data_path
         self.config = config or StorageConfig()
         limits = load_limits(data_path)
@@ -144,6 +158,7 @@ class StorageService:
         self.transfer = ShareTransfer(
             self.shares, self._request, self._send_bulk, self.share_info, self.changed
         )
+        self.transfer.on_repair = self.serve_repair
         self._jobs: dict[str, Job] = {}
         self._job_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
@@ -599,11 +614,16 @@ class StorageService:
         wanted: int,
         job: Job | None,
         skip: set[int] | frozenset[int] = frozenset(),
+        holders: dict[int, NodeId] | None = None,
     ) -> dict[int, Path]:
         """At least `wanted` checked share files (own ones first), fetched into `folder`; shares in
-        `skip` failed a check before and are not used."""
+        `skip` failed a check before and are not used. `holders` (a repair's sources) come first,
+        then whoever this node's core lists."""
         view = await self._parts.call_core(STORAGE, lambda core, now: core.artifact(artifact_id))
-        holders: dict[int, tuple[NodeId, ...]] = dict(view.holders) if view is not None else {}
+        listed: dict[int, tuple[NodeId, ...]] = dict(view.holders) if view is not None else {}
+        for index, node in (holders or {}).items():
+            listed[index] = (node, *(other for other in listed.get(index, ()) if other != node))
+        holders_of = listed
         got: dict[int, Path] = {}
         for index in range(body.n):
             own = self.shares.path_of(artifact_id, index)
@@ -611,7 +631,7 @@ class StorageService:
                 got[index] = own  # checked block by block as it is decoded
             elif (folder / f"{index}.share").exists() and index not in skip:
                 got[index] = folder / f"{index}.share"  # fetched and checked whole by an earlier attempt
-        candidates = [i for i in holders if i not in got and i not in skip and holders[i]]
+        candidates = [i for i in holders_of if i not in got and i not in skip and holders_of[i]]
         random.shuffle(candidates)
         failures: list[str] = []
         while len(got) < wanted and candidates:
@@ -619,7 +639,7 @@ class StorageService:
 
             async def fetch_one(index: int) -> None:
                 info = ShareInfo(artifact_id, index, body.share_roots[index], body.share_sizes[index])
-                for holder in holders[index]:
+                for holder in holders_of[index]:
                     if holder == self._parts.node_id:
                         continue
                     try:
@@ -702,31 +722,27 @@ class StorageService:
     # ---- repair and audit ---------------------------------------------------------------------------------
 
     async def _repair(self, event: RepairDue) -> None:
+        """As acting hub: hand the repair to its first target (or do it here), then publish where
+        the rebuilt shares went and tell the core it ended."""
         artifact_id = event.artifact_id
         ok = False
         started = time.monotonic()
-        folder = self._work / f"repair-{artifact_id.hex()}"
         try:
             found = self.artifact_record(artifact_id)
-            if found is None or found[1].deleted:
+            if found is None or found[1].deleted or not event.targets:
                 return
-            body = found[1]
-            folder.mkdir(exist_ok=True)
-            inbox = folder / "in"
-            inbox.mkdir()
-            shares = await self._gather(artifact_id, body, inbox, body.k, None)
-            out = folder / "out"
-            out.mkdir(exist_ok=True)
-            wanted = [index for index, _ in event.targets]
-            rebuilt: dict[int, Path] = await trio.to_thread.run_sync(
-                lambda: regenerate_shares(shares, wanted, out, roots=body.share_roots)
-            )
+            owner, body = found
+            targets = dict(event.targets)
+            worker = event.targets[0][1]
+            placed: dict[int, NodeId] = {}
+            if worker != self._parts.node_id:
+                placed = await self._delegate(worker, owner, event)
+            if not placed:  # done here: the worker was this node, refused, or failed
+                placed = await self._rebuild(artifact_id, body, targets, dict(event.sources))
+            if not placed:
+                raise StorageError("no rebuilt share could be stored")
             view = await self._parts.call_core(STORAGE, lambda core, now: core.artifact(artifact_id))
             current = {i: hs[0] for i, hs in (view.holders.items() if view is not None else ()) if hs}
-            exclude = set(current.values())
-            placed = await self._push_all(None, artifact_id, body, rebuilt, exclude, set())
-            if not placed:
-                raise StorageError("no node took a rebuilt share")
             term = await self._acting_term()
             if term is None:
                 raise StorageError("this node stopped acting as hub during the repair")
@@ -734,10 +750,12 @@ class StorageService:
                 artifact_id, body, {**current, **placed}, generation=event.generation, term=term
             )
             ok = True
+            self.transfer.counters["repairs_led"] = self.transfer.counters.get("repairs_led", 0) + 1
             log.info(
-                "repaired %s: %d share(s) rebuilt in %.1f s (was %d healthy of %d)",
+                "repaired %s: %d share(s) rebuilt by %s in %.1f s (was %d healthy of %d)",
                 artifact_id.hex()[:12],
                 len(placed),
+                worker.hex()[:12],
                 time.monotonic() - started,
                 event.healthy,
                 event.n,
@@ -745,7 +763,6 @@ class StorageService:
         except (StorageError, NodeError, TransferFailed, ShareCorrupt, TransportError, OSError) as exc:
             log.warning("repair of %s failed: %s", artifact_id.hex()[:12], exc)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
             self._repairs.discard(artifact_id)
             with trio.CancelScope(shield=True):
                 try:
@@ -754,6 +771,77 @@ class StorageService:
                     )
                 except Exception:
                     log.debug("could not report a repair's end", exc_info=True)
+
+    async def _delegate(self, worker: NodeId, owner: NodeId, event: RepairDue) -> dict[int, NodeId]:
+        """Ask `worker` to carry out `event`; what it placed (empty when it could not)."""
+        request = RepairRequest(
+            event.artifact_id,
+            owner,
+            [ShareAt(index, node) for index, node in event.sources],
+            [ShareAt(index, node) for index, node in event.targets],
+        )
+        try:
+            reply = decode_storage(await self._request(worker, encode(request), TRANSFER_TIMEOUT))
+        except (TransportError, WireError) as exc:
+            log.info("repair worker %s failed: %s; repairing here", worker.hex()[:12], exc)
+            return {}
+        if not isinstance(reply, RepairDone):
+            reason = reply.reason if isinstance(reply, ShareReply) else "an unexpected reply"
+            log.info("repair worker %s refused: %s; repairing here", worker.hex()[:12], reason)
+            return {}
+        wanted = dict(event.targets)
+        return {at.index: at.node for at in reply.placed if wanted.get(at.index) == at.node}
+
+    async def serve_repair(self, peer: NodeId, request: RepairRequest) -> bytes:
+        """As a worker: carry out a repair the acting hub handed this node."""
+        if peer != self._current_hub():
+            self.transfer.counters["repairs_refused"] = self.transfer.counters.get("repairs_refused", 0) + 1
+            return encode(ShareReply(False, "only the hub this node believes in hands out repairs"))
+        found = self.artifact_record(request.artifact_id)
+        if found is None or found[0] != request.owner or found[1].deleted:
+            return encode(ShareReply(False, "no live artifact record for that id and owner here"))
+        targets = {at.index: at.node for at in request.targets if at.index < found[1].n}
+        sources = {at.index: at.node for at in request.sources if at.index < found[1].n}
+        try:
+            placed = await self._rebuild(request.artifact_id, found[1], targets, sources)
+        except (StorageError, TransferFailed, ShareCorrupt, TransportError, OSError) as exc:
+            return encode(ShareReply(False, f"repair failed: {exc}"[:200]))
+        self.transfer.counters["repairs_worked"] = self.transfer.counters.get("repairs_worked", 0) + 1
+        return encode(RepairDone([ShareAt(index, node) for index, node in placed.items()]))
+
+    async def _rebuild(
+        self, artifact_id: bytes, body: ArtifactBody, targets: dict[int, NodeId], sources: dict[int, NodeId]
+    ) -> dict[int, NodeId]:
+        """Fetch k shares, rebuild the shares `targets` names, store each on its target; returns
+        the ones stored. `sources` says who holds what (this node's own view fills the gaps)."""
+        folder = self._work / f"repair-{artifact_id.hex()}-{next(self._job_ids)}"
+        try:
+            inbox = folder / "in"
+            inbox.mkdir(parents=True)
+            shares = await self._gather(artifact_id, body, inbox, body.k, None, holders=sources)
+            out = folder / "out"
+            out.mkdir()
+            wanted = sorted(targets)
+            rebuilt: dict[int, Path] = await trio.to_thread.run_sync(
+                partial(regenerate_shares, shares, wanted, out, roots=body.share_roots)
+            )
+            placed: dict[int, NodeId] = {}
+
+            async def store(index: int) -> None:
+                info = ShareInfo(artifact_id, index, body.share_roots[index], body.share_sizes[index])
+                try:
+                    await self._store_share(targets[index], info, rebuilt[index])
+                except (TransferFailed, StorageError) as exc:
+                    log.info("rebuilt share %d not stored on %s: %s", index, targets[index].hex()[:12], exc)
+                    return
+                placed[index] = targets[index]
+
+            async with trio.open_nursery() as nursery:
+                for index in wanted:
+                    nursery.start_soon(store, index)
+            return placed
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def _audit(self, event: AuditDue) -> None:
         info = self.share_info(event.artifact_id, event.index)

@@ -30,8 +30,9 @@ class StorageConfig:
     """Seconds between checks of the artifacts that changed (a death triggers one at once)."""
     audit_interval_s: float = 30.0
     """Seconds between two audits the acting hub asks for."""
-    max_concurrent_repairs: int = 2
-    """Repairs in flight at once; the most at-risk artifacts go first."""
+    max_concurrent_repairs: int = 8
+    """Repairs in flight at once; the most at-risk artifacts go first. Each runs on its first
+    target's machine, not the hub's, so this bounds the hub's bookkeeping, not one link."""
     repair_timeout_s: float = 600.0
     """A repair not reported finished within this is deemed failed and retried."""
     audit_penalty_s: float = 600.0

@@ -334,7 +334,14 @@ class StorageCore:
             return
         self.counters["repairs_done" if ok else "repairs_failed"] += 1
         if self._acting:
-            self._dirty[artifact_id] = None
+            # A slot is free: the next artifact waiting for one starts now, not at the next
+            # check (repairs queued behind the concurrency limit would otherwise idle). A
+            # repaired artifact is not among them: its new holders' storage records are still
+            # on their way, and judged before they arrive it would be repaired twice (the full
+            # check catches a repair that placed fewer shares than it should have).
+            if not ok:
+                self._dirty[artifact_id] = None
+            self._next_check = min(self._next_check, now)
 
     def audit_result(self, now: float, holder: NodeId, artifact_id: bytes, index: int, ok: bool) -> None:
         """How an audit went. A failure stops the share counting for `audit_penalty_s` (or until an

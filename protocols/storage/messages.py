@@ -12,6 +12,13 @@ An audit asks a holder for one block of one share; the proof is the share's head
 lists), so the auditor checks it without holding anything. A holder that cannot answer
 replies `ShareReply(ok=False)`.
 
+Repairs are delegated: the acting hub decides (its storage core), and a node it picks,
+usually the first target, moves the bytes (`RepairRequest`, answered by `RepairDone`).
+Every repair through the hub's own link would cap a mesh's repairs at what one machine
+can move; spread over the targets, repair capacity grows with the mesh. The worker
+checks that the request comes from the hub it believes in, and checks everything it
+fetches against the owner's signed roots, so a request can waste its work at worst.
+
 Every message is a tagged array; `decode_storage` refuses anything else with `WireError`.
 """
 
@@ -23,7 +30,7 @@ import msgspec
 
 from protocols.common.wire import MAX_MESSAGE_BYTES, WireStruct, decode
 from protocols.records.record import Key32
-from protocols.storage.records import MAX_REFUSAL_CHARS, ShareIndex
+from protocols.storage.records import MAX_REFUSAL_CHARS, MAX_SHARES, ShareIndex
 
 Offset = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 Chunk = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
@@ -70,7 +77,35 @@ class AuditProof(WireStruct, frozen=True, tag="st-proof"):
     block: Blob
 
 
-StorageMessage = ShareRequest | SharePush | ShareReply | AuditChallenge | AuditProof
+class ShareAt(WireStruct, frozen=True):
+    """Share `index` of an artifact, at (or for) node `node`."""
+
+    index: ShareIndex
+    node: Key32
+
+
+ShareList = Annotated[list[ShareAt], msgspec.Meta(max_length=MAX_SHARES)]
+
+
+class RepairRequest(WireStruct, frozen=True, tag="st-repair"):
+    """The acting hub hands one repair to this node: fetch k shares from `sources`, rebuild the
+    shares `targets` name, keep its own, push the others. Answered by `RepairDone` once done."""
+
+    artifact_id: Key32
+    owner: Key32
+    sources: ShareList
+    targets: ShareList
+
+
+class RepairDone(WireStruct, frozen=True, tag="st-repaired"):
+    """Which rebuilt shares are now stored where (an empty list: none could be placed)."""
+
+    placed: ShareList
+
+
+StorageMessage = (
+    ShareRequest | SharePush | ShareReply | AuditChallenge | AuditProof | RepairRequest | RepairDone
+)
 """Every message the storage service sends; decode with `decode_storage`."""
 
 _MESSAGE_UNION: Any = StorageMessage

@@ -23,8 +23,10 @@ from kernels.volunteer_limits import VolunteerLimits
 from mesh.data_dir import DataDir, found_mesh, prepare_joiner
 from mesh.node import Node, NodeConfig
 from mesh.storage_service import Job, StorageError
+from protocols.common.wire import encode
 from protocols.join.invite import decode_token
 from protocols.storage.config import StorageConfig
+from protocols.storage.messages import RepairDone, RepairRequest, ShareAt, ShareReply, decode_storage
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
 
@@ -141,6 +143,27 @@ def test_a_get_drops_its_own_rotten_share_and_still_returns_identical_bytes(tmp_
             assert getter.storage.shares.counters["corrupt_shares"] == 1
             assert not getter.storage.shares.has(artifact, index)
             for node in nodes:
+                node.stop()
+
+    trio.run(main)
+
+
+def test_only_the_hub_a_node_believes_in_can_hand_it_a_repair(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            hub, member, other = await mesh_of(nursery, tmp_path, 3)
+            source = tmp_path / "source.bin"
+            write(source, 200_000)
+            put = await run_job(hub, "put", lambda job: hub.storage.put(job, source, 1, 2, 3600.0))
+            artifact = bytes.fromhex(put["artifact_id"])
+            request = RepairRequest(artifact, hub.node_id, [], [ShareAt(0, member.node_id)])
+            refused = decode_storage(await other.storage.transfer.serve(other.node_id, encode(request)))
+            assert isinstance(refused, ShareReply) and "only the hub" in refused.reason
+            # A request from the hub itself is carried out: the share lands where it says.
+            done = decode_storage(await member.storage.transfer.serve(hub.node_id, encode(request)))
+            assert isinstance(done, RepairDone) and done.placed == [ShareAt(0, member.node_id)]
+            assert member.storage.shares.has(artifact, 0)
+            for node in (hub, member, other):
                 node.stop()
 
     trio.run(main)

@@ -8,7 +8,9 @@ and the mesh has 2 spare nodes for repair. Then:
 2. without any command, repair brings the artifact back to 4 healthy shares on the four
    live nodes; the time it took is printed;
 3. one live holder's share is corrupted on disk: its holder's scrub detects it, drops
-   it (counted), the artifact is repaired again, and `get` still returns the same bytes.
+   it (counted), the artifact is repaired again, and `get` still returns the same bytes;
+4. a killed holder restarts with its share; the owner's `rm` frees every share, the
+   restarted holder's included, and an expiry does the same by itself.
 
 A second test mounts a small tmpfs as a node's data directory, fills it past 90 %, and
 checks that the node refuses shares and `status` says why.
@@ -147,7 +149,13 @@ def test_artifact_survives_kills_repairs_itself_and_drops_a_corrupt_share(
     mesh.get(getter, artifact_id, out)
     assert sha256_of(out) == expected
 
-    # 4. Lifecycle: the owner's delete frees every share; so does an expiry, by itself.
+    # 4. Lifecycle: a killed holder restarts with its share; the owner's delete frees every
+    # share (the restarted holder's too); so does an expiry, by itself.
+    returning = victims[0]
+    mesh.procs.up(returning)
+    mesh.procs.wait_running([returning])
+    assert mesh.storage(returning)["shares"] == 1
+    survivors.append(returning)
     short = tmp_path / "short-lived.bin"
     write_artifact_file(short, MIB)
     expiring = json.loads(

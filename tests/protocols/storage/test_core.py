@@ -568,3 +568,18 @@ def test_a_live_set_without_the_holders_starts_a_repair_at_once() -> None:
     assert core.next_deadline() == 47.0
     (repair,) = of(RepairDue, run(core, 47.0, start=47.0))
     assert repair.artifact_id == a and repair.missing == (0, 1, 2, 3)
+
+
+def test_a_freed_slot_starts_the_next_repair_at_once_but_not_the_same_one_again() -> None:
+    world = World(40)
+    core = make_core(world, config=quiet(max_concurrent_repairs=1, check_interval_s=30.0))
+    offer_storage(world, core, world.ids)
+    a = upload(world, core, world.ids[1], "a", world.ids[2:12])
+    b = upload(world, core, world.ids[1], "b", world.ids[20:30])
+    for dead in [*world.ids[2:6], *world.ids[20:24]]:
+        core.member_changed(100.0, dead, False)
+    (first,) = of(RepairDue, run(core, 100.0, start=100.0))
+    core.repair_finished(101.0, first.artifact_id, ok=True)  # its holders' records not in yet
+    assert core.next_deadline() == 101.0  # not the check 30 s later
+    (second,) = of(RepairDue, run(core, 101.0, start=101.0))
+    assert {first.artifact_id, second.artifact_id} == {a, b}

@@ -14,6 +14,9 @@ from protocols.common.wire import WireError, encode
 from protocols.storage.messages import (
     AuditChallenge,
     AuditProof,
+    RepairDone,
+    RepairRequest,
+    ShareAt,
     SharePush,
     ShareReply,
     ShareRequest,
@@ -22,6 +25,7 @@ from protocols.storage.messages import (
 )
 
 ID = digest(b"artifact")
+TAGS = ["st-req", "st-push", "st-reply", "st-audit", "st-proof", "st-repair", "st-repaired"]
 ROOT = digest(b"root")
 
 MESSAGES: list[StorageMessage] = [
@@ -32,6 +36,9 @@ MESSAGES: list[StorageMessage] = [
     ShareReply(False, "full: over the volunteer's disk limit"),
     AuditChallenge(ID, 7, 41),
     AuditProof(b"header" * 10, b"\x00" * 5000),
+    RepairRequest(ID, ROOT, [ShareAt(0, ROOT), ShareAt(4, ID)], [ShareAt(7, ROOT)]),
+    RepairDone([ShareAt(7, ROOT)]),
+    RepairDone([]),
 ]
 
 
@@ -52,6 +59,9 @@ def test_every_message_round_trips(message: StorageMessage) -> None:
         ["st-reply", False, "x" * 201],
         ["st-audit", ID, 0, -1],
         ["st-proof", b"h"],
+        ["st-repair", ID, ROOT, [[0, ID[:5]]], []],  # short node id
+        ["st-repair", ID, ROOT, [[300, ID]], []],  # index beyond 255 shares
+        ["st-repaired", [[0, ID]] * 256],  # more shares than an artifact has
         ["el-prepare", 1],  # another protocol's tag
         ["st-nope", ID],
         [ID, 0, 0],  # no tag
@@ -70,7 +80,7 @@ msgpack_values = st.recursive(
     | st.floats()
     | st.text(max_size=20)
     | st.binary(max_size=40)
-    | st.sampled_from(["st-req", "st-push", "st-reply", "st-audit", "st-proof"]),
+    | st.sampled_from(TAGS),
     lambda inner: st.lists(inner, max_size=8),
     max_leaves=24,
 )
@@ -85,7 +95,9 @@ def test_random_bytes_raise_only_wire_errors(data: bytes) -> None:
 
 @settings(max_examples=120, deadline=None)
 @given(
-    tag=st.sampled_from(["st-req", "st-push", "st-reply", "st-audit", "st-proof"]),
+    tag=st.sampled_from(
+        ["st-req", "st-push", "st-reply", "st-audit", "st-proof", "st-repair", "st-repaired"]
+    ),
     rest=st.lists(msgpack_values, max_size=6),
 )
 def test_tagged_random_values_raise_only_wire_errors(tag: str, rest: list[Any]) -> None:

@@ -33,21 +33,23 @@ What is modelled, and why:
   placement record. Every node offers `OFFERED_BYTES` and runs on its own machine (no
   manifests: each node is its own address group). A fraction `liars` of the nodes
   list the shares they are given but keep none.
-- **A repair is a transfer through the hub**, as `StorageService._repair` does it: the
-  hub fetches k shares (its own first, then the event's sources in order; a source that
-  is down costs `CONNECT_TIMEOUT_S`, one that does not have its share a round trip,
-  before the next is tried), rebuilds the missing ones and pushes each to its target.
-  Bytes move over the hub's link at `bandwidth` per direction (default 100 Mbit/s, or
-  the network's `bandwidth`), first come first served between concurrent repairs
-  (`_Link`); a source's uplink and a target's downlink are assumed not to be the
-  bottleneck (each moves one share at the same rate). A source that died during the
-  download is replaced by another share if one is left. A pushed share counts once it
-  has arrived at a target that is still running; the target's storage record is
-  re-signed and reaches the hub as above. At the end the hub publishes a placement of
-  the event's generation (if it still acts) and reports `repair_finished`: ok when at
-  least one share was placed. A hub that crashes mid-repair abandons it (shares already
-  pushed stay). Rebuilding costs no time (zfec runs at GB/s); repair traffic does not
-  delay protocol messages (the network model's queues are separate).
+- **A repair is a transfer by its worker**, as `mesh.storage_service` hands it out: the
+  acting hub sends the repair to its first target (one latency), which fetches k shares
+  (its own first, then the event's sources in order; a source that is down costs
+  `CONNECT_TIMEOUT_S`, one that does not have its share a round trip, before the next
+  is tried), rebuilds the missing ones and pushes each to its target. When that target
+  is down the hub does the work itself. Bytes move over the worker's link at `bandwidth`
+  per direction (default 100 Mbit/s, or the network's `bandwidth`), first come first
+  served between the repairs it works on (`_Link`); a source's uplink and a target's
+  downlink are assumed not to be the bottleneck (each moves one share at the same
+  rate). A source that died during the download is replaced by another share if one
+  is left. A pushed share counts once it has arrived at a target that is still
+  running; the target's storage record is re-signed and reaches the hub as above. At
+  the end the hub publishes a placement of the event's generation (if it still acts)
+  and reports `repair_finished`: ok when at least one share was placed. A repair whose
+  hub or worker crashes is abandoned (shares already pushed stay). Rebuilding costs no
+  time (zfec runs at GB/s); repair traffic does not delay protocol messages (the
+  network model's queues are separate).
 - **Audits** are answered truthfully one round trip (plus the proof's bytes) later: ok when
   the holder runs and holds the share; a holder that is down fails after
   `AUDIT_TIMEOUT_S`, as `ShareTransfer.audit` times out.
@@ -208,12 +210,26 @@ class _Link:
 
 
 class _Repair:
-    """One `RepairDue` being carried out by the hub that received it."""
+    """One `RepairDue`: decided by the hub that received it, carried out by its worker."""
 
-    __slots__ = ("artifact", "core", "event", "fetched", "hub", "pending", "placed", "started", "tried")
+    __slots__ = (
+        "artifact",
+        "core",
+        "event",
+        "fetched",
+        "hub",
+        "pending",
+        "placed",
+        "started",
+        "tried",
+        "worker",
+    )
 
     def __init__(self, hub: SimNode, core: StorageCore | None, artifact: _Artifact, event: RepairDue) -> None:
         self.hub = hub
+        self.worker = hub.node_id
+        """The node that moves the bytes: the first target, as `mesh.storage_service` hands it out
+        (the hub itself when that target is down)."""
         self.core = core
         self.artifact = artifact
         self.event = event
@@ -527,10 +543,22 @@ class StorageModel:
         job = _Repair(hub, hub.storage.core, artifact, event)
         job.started = now
         self.counters["repairs_started"] += 1
+        if event.targets and event.targets[0][1] in self._world.live:
+            job.worker = event.targets[0][1]
+        if job.worker != hub.node_id:  # the RepairRequest reaches the worker
+            self.counters["repairs_delegated"] += 1
+            self._world.schedule(
+                now + self._latency, functools.partial(self._fetch, job, now + self._latency)
+            )
+            return
         self._fetch(job, now)
 
     def _hub_alive(self, job: _Repair) -> bool:
         return self._world.live.get(job.hub.node_id) is job.hub
+
+    def _working(self, job: _Repair) -> bool:
+        """The hub still acts for it and its worker still runs."""
+        return self._hub_alive(job) and job.worker in self._world.live
 
     def _link(self, node_id: NodeId) -> _Link:
         link = self._links.get(node_id)
@@ -539,9 +567,9 @@ class StorageModel:
         return link
 
     def _fetch(self, job: _Repair, now: float) -> None:
-        """Fetch shares until k are in hand: the hub's own first, then the event's sources in order."""
+        """Fetch shares until k are in hand: the worker's own first, then the event's sources in order."""
         artifact = job.artifact
-        hub = job.hub.node_id
+        hub = job.worker
         live = self._world.live
         delay = 0.0
         remote: list[tuple[int, NodeId]] = []
@@ -572,11 +600,11 @@ class StorageModel:
 
     def _fetched(self, job: _Repair, remote: list[tuple[int, NodeId]]) -> None:
         now = self._world.now
-        if not self._hub_alive(job):
+        if not self._working(job):
             self._finish(job, False)
             return
         live = self._world.live
-        hub = job.hub.node_id
+        hub = job.worker
         failed = False
         for index, holder in remote:
             if holder in live:
@@ -590,9 +618,9 @@ class StorageModel:
         self._push(job, now)
 
     def _push(self, job: _Repair, now: float) -> None:
-        """Push each rebuilt share to its target, one after the other over the hub's uplink."""
+        """Push each rebuilt share to its target, one after the other over the worker's uplink."""
         artifact = job.artifact
-        hub = job.hub.node_id
+        hub = job.worker
         link = self._link(hub)
         job.pending = len(job.event.targets)
         if not job.pending:
@@ -611,11 +639,11 @@ class StorageModel:
     def _pushed(self, job: _Repair, index: int, target: NodeId) -> None:
         now = self._world.now
         job.pending -= 1
-        if self._hub_alive(job):
+        if self._working(job):
             if target in self._world.live:
                 artifact = job.artifact
-                if target != job.hub.node_id:
-                    self._count_bytes(job.hub.node_id, target, artifact.sizes[index])
+                if target != job.worker:
+                    self._count_bytes(job.worker, target, artifact.sizes[index])
                 if self._take(artifact, index, target, now):
                     holder = self._nodes[target]
                     holder.record = self._storage_record(target, holder)

@@ -63,12 +63,12 @@ can bring it back. **Healthy** is the number of share indices a running node hol
 below the repair threshold, at or below it (repair due) and below k (unavailable) is
 integrated exactly over the run, per artifact. Repair bytes are the bytes that arrived
 (fetches and pushes that completed), per node per hour over the run's node-hours, and
-per node (the busiest is the hub).
+per node (the busiest is a worker, or the hub when it repairs itself).
 
 Cost: O(shares a node holds) per crash, restart or leave; per repair one signed storage
 record per placed share and one placement; building a hub's core O(all records); the
-initial placement is one `choose_holders` per artifact (about 6 ms at 1000 nodes: 12 s
-for 2000 artifacts). Memory: a few hundred bytes per share and a record per artifact and
+initial placement is one `choose_holders` per artifact (10-20 ms at 1000 nodes: under a
+minute of setup for 2000 artifacts). Memory: a few hundred bytes per share and a record per artifact and
 per node. With no artifacts the model does not exist and the run is unchanged, digest
 included.
 

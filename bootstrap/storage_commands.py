@@ -74,6 +74,18 @@ def _follow(data_dir: Path, job: dict[str, Any], as_json: bool, label: str) -> d
     return job
 
 
+def _run_job(data_dir: Path, request: dict[str, Any], as_json: bool, label: str) -> dict[str, Any] | None:
+    """Start a job on the node and follow it to its end; its result, or None once printed as JSON."""
+    job = _follow(data_dir, ask(data_dir, request, timeout=60.0)["job"], as_json, label)
+    if job["state"] != "done":
+        fail(str(job["error"]))
+    result: dict[str, Any] = job["result"]
+    if as_json:
+        typer.echo(json.dumps(result))
+        return None
+    return result
+
+
 def put(
     data_dir: DataDirOption,
     file: Annotated[
@@ -96,12 +108,8 @@ def put(
     if k is not None and n is not None and k > n:
         fail(f"--k {k} is more than --n {n}: k of n shares rebuild the file, so k <= n")
     request = {"op": "put", "path": str(file.resolve()), "k": k, "n": n, "ttl_s": parse_ttl(ttl)}
-    job = _follow(data_dir, ask(data_dir, request, timeout=60.0)["job"], as_json, f"put {file.name}")
-    if job["state"] != "done":
-        fail(str(job["error"]))
-    result = job["result"]
-    if as_json:
-        typer.echo(json.dumps(result))
+    result = _run_job(data_dir, request, as_json, f"put {file.name}")
+    if result is None:
         return
     typer.echo(result["artifact_id"])
     typer.echo(
@@ -123,12 +131,8 @@ def get(
     from where it stopped when you run the command again.
     """
     request = {"op": "get", "id": artifact_id, "out": str(out.resolve())}
-    job = _follow(data_dir, ask(data_dir, request, timeout=60.0)["job"], as_json, f"get {artifact_id[:12]}")
-    if job["state"] != "done":
-        fail(str(job["error"]))
-    result = job["result"]
-    if as_json:
-        typer.echo(json.dumps(result))
+    result = _run_job(data_dir, request, as_json, f"get {artifact_id[:12]}")
+    if result is None:
         return
     typer.echo(f"wrote {_size(result['size'])} to {result['path']}", err=True)
 
